@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from gwms_context import userdata
 
 from gwms.errors import ConfigError, CredentialError, GwmsError
+from gwms_context import userdata
 
 EXIT_NO_USER_DATA = 3
 CLOUD_CONFIG_TYPE = "text/cloud-config"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from gwms_context import userdata
 
 from gwms.cli import main
+from gwms_context import userdata
 
 PROXY = (
     "-----BEGIN CERTIFICATE-----\nMIIBproxyCert\n-----END CERTIFICATE-----\n"

@@ -7,9 +7,10 @@ import json
 import string
 from typing import Any
 
-from gwms_context.userdata import CONTENT_TYPE, UserDataError, decode, encode, validate
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from gwms_context.userdata import CONTENT_TYPE, UserDataError, decode, encode, validate
 
 # Bounded so the whole file runs in a few seconds on a shared 2-core machine.
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
