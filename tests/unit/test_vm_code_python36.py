@@ -1,4 +1,4 @@
-"""VM-side code runs on the image's system Python: it must parse as 3.6 and import only the stdlib."""
+"""VM-side code runs on the image's system Python: it must parse as 3.6 and use only the stdlib."""
 
 import ast
 import subprocess
