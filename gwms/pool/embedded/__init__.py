@@ -1,0 +1,1 @@
+"""The embedded collector + schedd: SQLite store, HTTP server, HTTP clients."""
