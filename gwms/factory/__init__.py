@@ -1,0 +1,1 @@
+"""The glidein factory: entries, request handling, provisioning, state journal, web service."""

@@ -1,0 +1,1 @@
+"""Cloud providers behind one small interface (`base.Provider`); a new cloud is a new module."""
