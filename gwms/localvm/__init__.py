@@ -1,0 +1,1 @@
+"""Local instances: stand-ins for cloud VMs on this host (their metadata servers, ...)."""
