@@ -60,6 +60,8 @@ def parse_expr(text: str, where: str = "expression") -> classad2.ExprTree:
     """Parse one ClassAd expression, rejecting empty input and trailing text `classad2` ignores."""
     if not isinstance(text, str) or not text.strip():
         raise ClassAdError(f"{where}: the expression is empty; write a ClassAd expression.")
+    if not _is_utf8_encodable(text):
+        raise ClassAdError(f"{where}: the expression must be valid Unicode (no lone surrogates).")
     # classad2 ignores text after a complete ad, so parse twice: the newlines end a trailing
     # // comment, and the parenthesised copy turns "1 junk" or "x]" into errors.
     plain = _parse_single(f"[{_SENTINEL} = \n{text}\n]")
@@ -157,6 +159,14 @@ def _value_to_json(ad: classad2.ClassAd, key: str) -> Any:
     return {"expr": repr(ad.lookup(key))}
 
 
+def _is_utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def json_to_ad(data: Mapping[str, Any], where: str = "ad") -> classad2.ClassAd:
     """Build a ClassAd from its wire form, rejecting bad names, values and expressions."""
     if not isinstance(data, Mapping):
@@ -177,6 +187,9 @@ def json_to_ad(data: Mapping[str, Any], where: str = "ad") -> classad2.ClassAd:
 def _json_to_value(value: Any, where: str) -> Any:
     if isinstance(value, str) and "\x00" in value:
         raise ClassAdError(f"{where}: strings cannot hold NUL characters in a ClassAd.")
+    if isinstance(value, str) and not _is_utf8_encodable(value):
+        # classad2 crashes the process (SIGSEGV) on lone surrogates, which JSON can carry.
+        raise ClassAdError(f"{where}: strings must be valid Unicode (no lone surrogates).")
     if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
