@@ -23,7 +23,6 @@ from gwms.config.common import (
     LogLevel,
     Name,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     Text,
     shown,
@@ -83,8 +82,8 @@ class RampUp(ConfigModel):
     max_new_per_cycle: PositiveInt = Field(
         50, description="rise of the idle request per entry per cycle, at most"
     )
-    attenuation: PositiveFloat = Field(
-        1.0, description="the request is the idle jobs matched divided by this"
+    attenuation: float = Field(
+        1.0, ge=1.0, description="the request is the idle jobs matched divided by this (>= 1)"
     )
 
 
@@ -133,10 +132,24 @@ class Credential(ConfigModel):
     )
 
 
+class TrustedFactory(ConfigModel):
+    """A factory whose entry ads this frontend uses, pinned to the identity that publishes them."""
+
+    name: Name = Field(description="the factory's name, as in its entry ads")
+    identity: Text = Field(description="the AuthenticatedIdentity its collector stamps on them")
+
+
 class FrontendConfig(ConfigModel):
     """A frontend configuration file (flat: these keys at the top level)."""
 
     name: Name = Field(description="frontend name; the factory knows it by this name")
+    identity: Text | None = Field(
+        None, description="our AuthenticatedIdentity; default: read back from the collector"
+    )
+    factories: list[TrustedFactory] = Field(
+        default_factory=list,
+        description="factories to trust, each pinned to its identity; empty: any (with a warning)",
+    )
     collectors: list[CollectorRef] = Field(
         min_length=1, description="factory-side collectors: entry ads in, requests out"
     )

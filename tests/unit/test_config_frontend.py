@@ -147,3 +147,20 @@ def test_missing_top_level_sections_are_all_reported(tmp_path: Path) -> None:
     assert error.issues[0].message == (
         "is required but missing; add it (factory-side collectors: entry ads in, requests out)"
     )
+
+
+def test_trusted_factories_and_our_identity_are_read() -> None:
+    config = load_frontend_config(EXAMPLE)
+    assert config.identity == "vo1-frontend@127.0.0.1"
+    assert [(f.name, f.identity) for f in config.factories] == [
+        ("gfactory-local", "gfactory-local@127.0.0.1")
+    ]
+
+
+def test_an_attenuation_below_one_is_a_config_error(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    assert "attenuation: 1.0" in text
+    bad = tmp_path / "frontend.yaml"
+    bad.write_text(text.replace("attenuation: 1.0", "attenuation: 0.5"))
+    with pytest.raises(ConfigFileError, match=r"ramp_up\.attenuation"):
+        load_frontend_config(bad)
