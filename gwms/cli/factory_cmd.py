@@ -1,4 +1,4 @@
-"""`gwms factory`: commands for the glidein factory (check-config now; the daemon joins later)."""
+"""`gwms factory`: run the glidein factory daemon, and check its configuration."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--show", action="store_true", help="also print the configuration with defaults filled in"
     )
     check.set_defaults(handler=_check_config)
+    run = actions.add_parser(
+        "run",
+        help="run the factory daemon (one cycle with --once)",
+        description="Publish entries, serve verified frontend requests by launching glideins,"
+        " reap and reconcile, every `cycle` seconds until SIGTERM/SIGINT. Restart-safe: the"
+        " journal in state_dir is reconciled with the clouds on start.",
+    )
+    run.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory YAML")
+    run.add_argument("--once", action="store_true", help="run one cycle and exit")
+    run.add_argument(
+        "--no-web", action="store_true", help="do not start the web service (pilot files, logs)"
+    )
+    run.set_defaults(handler=_run)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -46,3 +59,9 @@ def _check_config(args: argparse.Namespace) -> int:
     if args.show:
         print(effective_yaml(config), end="")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gwms.factory.daemon import run_factory
+
+    return run_factory(args.config, once=args.once, web=not args.no_web)

@@ -1,0 +1,740 @@
+"""The factory cycle: publish entries, read and verify requests, reconcile, decide, act, report.
+
+One cycle (DESIGN.md §1, §5):
+1. publish one entry ad per entry, with the key ring's current public key;
+2. read the request and credential ads addressed to this factory and verify them; a
+   rejected ad (unauthenticated, unknown, tampered, stale, replayed, not allowed) is
+   logged with its reason code and ignored;
+3. reconcile the journal with one listing per provider (`reconcile`);
+4. decide (`decisions.decide`, pure) and act: retire, terminate (zombies counted),
+   launch each batch as derive proxy -> build UserData -> journal -> cloud call -> journal;
+5. publish one `glidefactoryclient` monitoring ad per entry x client.
+
+Fault points: the launch sequence calls `fault(name)` at each step boundary
+(`FAULT_POINTS`); the default hook exits the process with `FAULT_EXIT` when the
+environment variable GWMS_FAULT_POINT names that point, so crash tests can kill a real
+factory exactly there. Tests in-process pass a hook that raises instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import classad2
+
+from gwms.config.factory import Entry, FactoryConfig, LatestImage
+from gwms.credentials.keys import FactoryKeyring
+from gwms.credentials.model import (
+    AnyCredential,
+    IdTokenCredential,
+    X509ProxyCredential,
+    matches_trust_domain,
+)
+from gwms.factory import upload_tokens
+from gwms.factory.decisions import (
+    ClientRequest,
+    Decision,
+    EntryPolicy,
+    LaunchPlan,
+    PendingBatch,
+    Policy,
+    Termination,
+    after_terminate,
+    decide,
+)
+from gwms.factory.journal import (
+    BatchState,
+    GlideinState,
+    GlideinUpdate,
+    Journal,
+    NewGlidein,
+    epoch,
+)
+from gwms.factory.providers.base import LaunchRequest, Provider, ProviderError
+from gwms.factory.reconcile import ReconcileReport, new_glideins, reconcile
+from gwms.factory.userdata_builder import LaunchRefused, build_batch_userdata
+from gwms.pool.base import Collector, PoolError
+from gwms.protocol import (
+    AuthorisedFrontend,
+    EntryAd,
+    EntryLifetimes,
+    EntryLimits,
+    FactoryClientAd,
+    OpenedCredentials,
+    RequestRejected,
+    VerifiedRequest,
+    build_entry_ad,
+    build_factory_client_ad,
+    open_credential_ad,
+    verify_request,
+)
+from gwms.protocol.monitoring import one_line
+from gwms.protocol.wire import AdKind
+
+log = logging.getLogger("gwms.factory")
+
+FAULT_ENV = "GWMS_FAULT_POINT"
+FAULT_EXIT = 86
+FAULT_POINTS = ("before_journal", "after_journal", "after_call", "after_record")
+FaultHook = Callable[[str], None]
+ProviderBuilder = Callable[..., Provider]
+
+# Cloud types whose from_frontend credentials come as these credential types.
+_CLOUD_CREDENTIAL_TYPES = {
+    "ec2": ("aws_key_pair", "aws_role"),
+    "openstack": ("openstack_app_credential",),
+}
+
+
+def env_fault_hook(point: str) -> None:
+    """Exit at `point` when GWMS_FAULT_POINT names it (crash tests of a real process)."""
+    if os.environ.get(FAULT_ENV) == point:
+        log.warning("fault point %s reached: exiting with %d as asked", point, FAULT_EXIT)
+        logging.shutdown()
+        os._exit(FAULT_EXIT)
+
+
+class ProviderPool:
+    """One provider per cloud, or per (cloud, frontend credential) for from_frontend clouds."""
+
+    def __init__(
+        self, config: FactoryConfig, build: ProviderBuilder | None = None, **overrides: Any
+    ) -> None:
+        if build is None:
+            from gwms.factory.providers.registry import build_provider
+
+            build = build_provider
+        self._config = config
+        self._build = build
+        self._overrides = overrides
+        self._providers: dict[str, Provider] = {}
+
+    def _needs_frontend(self, cloud_name: str) -> bool:
+        creds = getattr(self._config.cloud(cloud_name), "credentials", None)
+        return creds is not None and creds.type == "from_frontend"
+
+    def for_launch(
+        self, cloud_name: str, frontend: str, credential: AnyCredential | None
+    ) -> tuple[str, Provider]:
+        """The provider key journaled with the batch, and the provider."""
+        if not self._needs_frontend(cloud_name):
+            key = cloud_name
+        elif credential is None:
+            raise LaunchRefused(
+                f"cloud {cloud_name} takes its credentials from the frontend, but frontend"
+                f" {frontend} sent none for it; add one to the group's credentials"
+            )
+        else:
+            key = f"{cloud_name}/{frontend}/{credential.id}"
+        if key not in self._providers:
+            cloud = self._config.cloud(cloud_name)
+            self._providers[key] = self._build(
+                cloud, factory=self._config.name, credential=credential, **self._overrides
+            )
+        return key, self._providers[key]
+
+    def get(self, key: str) -> Provider | None:
+        """The provider for a journaled key; static clouds are built on demand."""
+        if key not in self._providers and "/" not in key:
+            try:
+                self.for_launch(key, "", None)
+            except (ProviderError, StopIteration) as exc:
+                log.warning("provider %s unavailable: %s", key, exc)
+                return None
+        return self._providers.get(key)
+
+    def listable(self, keys: Sequence[str]) -> dict[str, Provider]:
+        """Providers to list this cycle: every static cloud in use, and known frontend ones."""
+        wanted = {e.cloud for e in self._config.entries if not self._needs_frontend(e.cloud)}
+        found = {}
+        for key in sorted(wanted | set(keys) | set(self._providers)):
+            provider = self.get(key)
+            if provider is not None:
+                found[key] = provider
+        return found
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did (for logs, tests and the benchmark)."""
+
+    entries_published: int = 0
+    requests_accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    reconcile: ReconcileReport | None = None
+    launched: list[str] = field(default_factory=list)  # batch ids
+    launch_errors: list[str] = field(default_factory=list)
+    terminated: int = 0
+    zombies: int = 0
+    decision: Decision | None = None
+
+
+def entry_policy(entry: Entry) -> EntryPolicy:
+    limits = entry.limits
+    return EntryPolicy(
+        name=entry.name,
+        enabled=entry.enabled,
+        max_running=limits.max_running,
+        max_idle=limits.max_idle,
+        max_per_frontend=limits.max_per_frontend,
+        max_launches_per_cycle=limits.max_launches_per_cycle,
+        max_lifetime=entry.lifetimes.max,
+        retire_after=entry.lifetimes.retire,
+    )
+
+
+def resolve_image(entry: Entry) -> str:
+    """The image id: given, or the newest build of `latest` in the Packer manifest."""
+    if not isinstance(entry.image, LatestImage):
+        return entry.image
+    manifest = entry.image.manifest
+    try:
+        builds = json.loads(Path(str(manifest)).read_text())["builds"]
+        artifact = next(b for b in reversed(builds) if b.get("name") == entry.image.latest)
+        return str(artifact["artifact_id"]).split(",")[0].rsplit(":", 1)[-1]
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        raise LaunchRefused(
+            f"entry {entry.name}: image {{latest: {entry.image.latest}}} is not in the image"
+            f" manifest {manifest}; build the image or give an image id"
+        ) from None
+
+
+class FactoryDaemon:
+    """The factory's cycle over one configuration, collector, key ring and journal."""
+
+    def __init__(
+        self,
+        config: FactoryConfig,
+        *,
+        collector: Collector,
+        keyring: FactoryKeyring,
+        journal: Journal,
+        providers: ProviderPool | None = None,
+        policy: Policy | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fault: FaultHook = env_fault_hook,
+        upload_secret: bytes | None = None,
+        pilot_files: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.collector = collector
+        self.keyring = keyring
+        self.journal = journal
+        self.providers = providers or ProviderPool(config)
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.fault = fault
+        self.upload_secret = upload_secret or upload_tokens.load_secret(Path(config.state_dir))
+        self._pilot_files = pilot_files
+        self.entries = {e.name: e for e in config.entries}
+        self.authorised = {
+            f.name: AuthorisedFrontend(identity=f.identity, entries=tuple(f.entries))
+            for f in config.frontends
+        }
+        self._last_error: dict[tuple[str, str], tuple[str, datetime]] = {}
+        self._new_zombies: list[tuple[str, str]] = []
+        self.started = False
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def start(self) -> ReconcileReport:
+        """Reconcile before the first cycle: settle launches a crash left unknown."""
+        self.started = True
+        return self._reconcile(epoch(self.clock()))
+
+    def run(self, stop: threading.Event, *, once: bool = False) -> None:
+        """Cycle every `config.cycle` seconds until `stop` is set (or once)."""
+        if not self.started:
+            self.start()
+        while not stop.is_set():
+            try:
+                self.cycle()
+            except (PoolError, ProviderError) as exc:
+                log.error("cycle failed: %s; trying again next cycle", exc)
+            if once:
+                return
+            stop.wait(self.config.cycle)
+
+    def cycle(self) -> CycleReport:
+        """One factory cycle; see the module docstring."""
+        if not self.started:
+            self.start()
+        report = CycleReport()
+        now_dt = self.clock()
+        now = epoch(now_dt)
+        report.entries_published = self._publish_entries()
+        requests, credentials = self._read_requests(now_dt, report)
+        report.reconcile = self._reconcile(now)
+        decision = self._decide(requests, now)
+        report.decision = decision
+        self._apply_transitions(decision, now)
+        self._new_zombies: list[tuple[str, str]] = []
+        self._terminate(decision.terminations + report.reconcile.broken, now, report)
+        for key in self._new_zombies:  # the monitoring ad shows them this cycle
+            if key in decision.status:
+                decision.status[key].zombie += 1
+        for plan in decision.launches:
+            self._launch(plan, requests[(plan.entry, plan.client)], credentials, now_dt, report)
+        self._publish_monitoring(decision, requests, now_dt)
+        return report
+
+    # --- ads in ------------------------------------------------------------------------------
+
+    def _publish_entries(self) -> int:
+        ads = []
+        key_pem = self.keyring.public_key_pem()
+        kid = self.keyring.current_key_id
+        algorithm = next(k.algorithm for k in self.keyring.keys if k.id == kid)
+        for entry in self.config.entries:
+            try:
+                image = resolve_image(entry)
+            except LaunchRefused as exc:
+                log.error("entry=%s: not published: %s", entry.name, exc)
+                continue
+            limits = entry.limits
+            ad = EntryAd(
+                factory=self.config.name,
+                entry=entry.name,
+                trust_domain=entry.trust_domain,
+                auth_methods=tuple(entry.auth_methods),
+                image_id=image,
+                instance_types=tuple(entry.instance_types),
+                limits=EntryLimits(
+                    max_running=limits.max_running,
+                    max_idle=limits.max_idle,
+                    max_per_frontend=limits.max_per_frontend,
+                    max_launches_per_cycle=limits.max_launches_per_cycle,
+                ),
+                lifetimes=EntryLifetimes(
+                    max_seconds=entry.lifetimes.max,
+                    retire_seconds=entry.lifetimes.retire,
+                    idle_shutdown_seconds=entry.lifetimes.idle_shutdown,
+                ),
+                attributes=dict(entry.attributes),
+                start=entry.start,
+                in_downtime=not entry.enabled,
+                allow_privileged_overlays=entry.allow_privileged_overlays,
+                key_id=kid,
+                key_algorithm=algorithm,
+                public_key_pem=key_pem,
+            )
+            ads.append(build_entry_ad(ad))
+        if ads:
+            self.collector.advertise(ads, lifetime=self._ad_lifetime)
+        return len(ads)
+
+    @property
+    def _ad_lifetime(self) -> int:
+        return 3 * self.config.cycle + 60
+
+    def _read_requests(
+        self, now: datetime, report: CycleReport
+    ) -> tuple[dict[tuple[str, str], VerifiedRequest], dict[str, OpenedCredentials]]:
+        """Verified requests by (entry, client) and opened credentials by frontend."""
+        mine = f"ReqFactoryName == {json.dumps(self.config.name)}"
+        rejected: dict[str, int] = defaultdict(int)
+        credentials: dict[str, OpenedCredentials] = {}
+        for ad in self.collector.query(AdKind.CREDENTIALS.value, mine):
+            try:
+                opened = open_credential_ad(
+                    ad, self.keyring, self.config.name, self.authorised, now
+                )
+            except RequestRejected as exc:
+                rejected[exc.reason] += 1
+                log.warning("credential ad rejected (%s): %s", exc.reason, exc)
+                continue
+            credentials[opened.frontend] = opened
+        requests: dict[tuple[str, str], VerifiedRequest] = {}
+        for ad in self.collector.query(AdKind.REQUEST.value, mine):
+            try:
+                verified = verify_request(ad, self.keyring, self.config.name, self.authorised, now)
+            except RequestRejected as exc:
+                rejected[exc.reason] += 1
+                log.warning("request rejected (%s): %s", exc.reason, exc)
+                continue
+            req = verified.request
+            if req.entry not in self.entries:
+                rejected["unknown_entry"] += 1
+                log.warning("request rejected (unknown_entry): %s asks for entry %s, which this"
+                            " factory does not have", req.name, req.entry)  # fmt: skip
+                continue
+            key = (req.entry, req.client_name)
+            old = requests.get(key)
+            if old is None or old.request.issued_at < req.issued_at:
+                requests[key] = verified
+        report.rejected = dict(rejected)
+        report.requests_accepted = len(requests)
+        return requests, credentials
+
+    # --- reconcile and decide ----------------------------------------------------------------
+
+    def _reconcile(self, now: int) -> ReconcileReport:
+        keys = {b.provider_key for b in self.journal.batches(BatchState.LAUNCHING)}
+        keys |= {g.provider_key for g in self.journal.glideins()}
+        return reconcile(
+            self.journal,
+            self.providers.listable(sorted(keys)),
+            factory=self.config.name,
+            now=now,
+            policy=self.policy,
+            provider_for=self.providers.get,
+        )
+
+    def _decide(self, requests: Mapping[tuple[str, str], VerifiedRequest], now: int) -> Decision:
+        client_requests = [
+            ClientRequest(
+                entry=v.request.entry,
+                client=v.request.client_name,
+                frontend=v.request.frontend,
+                idle=v.request.idle,
+                max_running=v.request.max_running,
+                remove_excess=v.request.remove_excess,
+                issued_at=epoch(v.request.issued_at),
+            )
+            for v in requests.values()
+        ]
+        pending = [
+            PendingBatch(b.batch_id, b.entry, b.client, b.frontend, b.count)
+            for b in self.journal.batches(BatchState.LAUNCHING)
+        ]
+        return decide(
+            client_requests,
+            self.journal.glideins(),
+            pending=pending,
+            entries={name: entry_policy(e) for name, e in self.entries.items()},
+            frontend_max={f.name: f.max_glideins for f in self.config.frontends},
+            now=now,
+            policy=self.policy,
+        )
+
+    # --- act -------------------------------------------------------------------------------
+
+    def _apply_transitions(self, decision: Decision, now: int) -> None:
+        self.journal.update(
+            [GlideinUpdate(t.glidein_id, state=t.state) for t in decision.transitions], now
+        )
+
+    def _terminate(
+        self, terminations: Sequence[Termination], now: int, report: CycleReport
+    ) -> None:
+        by_key: dict[str, list[Termination]] = defaultdict(list)
+        for t in terminations:
+            by_key[t.provider_key].append(t)
+        updates = []
+        for key, batch in by_key.items():
+            provider = self.providers.get(key)
+            if provider is None:
+                continue
+            try:
+                result = provider.terminate([t.cloud_id for t in batch])
+                accepted, failed = set(result.accepted), dict(result.failed)
+            except ProviderError as exc:
+                accepted, failed = set(), {t.cloud_id: str(exc) for t in batch}
+            for t in batch:
+                record = self.journal.glidein(t.glidein_id)
+                if record is None:
+                    continue
+                ok = t.cloud_id in accepted
+                state, attempts, next_at = after_terminate(record, ok, now, self.policy)
+                error = None if ok else one_line(failed.get(t.cloud_id, "not accepted"), 500)
+                bound = f"entry={record.entry} client={record.client} glidein={t.glidein_id}"
+                if ok:
+                    log.info("%s: terminating VM %s (%s)", bound, t.cloud_id, t.reason)
+                    report.terminated += 1
+                else:
+                    log.warning("%s: VM %s refused to terminate (%s): %s; attempt %d",
+                                bound, t.cloud_id, t.reason, error, attempts)  # fmt: skip
+                if state is GlideinState.ZOMBIE:
+                    report.zombies += 1
+                    if record.state is not GlideinState.ZOMBIE:
+                        self._new_zombies.append((record.entry, record.client))
+                        log.error("%s: VM %s is a zombie after %d refused terminations; not"
+                                  " counted as capacity, retried with backoff",
+                                  bound, t.cloud_id, attempts)  # fmt: skip
+                updates.append(
+                    GlideinUpdate(
+                        t.glidein_id,
+                        state=state,
+                        terminate_attempts=attempts,
+                        next_terminate_at=next_at,
+                        last_error=error,
+                    )
+                )
+        self.journal.update(updates, now)
+
+    def _launch(
+        self,
+        plan: LaunchPlan,
+        verified: VerifiedRequest,
+        credentials: Mapping[str, OpenedCredentials],
+        now_dt: datetime,
+        report: CycleReport,
+    ) -> None:
+        bound = f"entry={plan.entry} client={plan.client}"
+        try:
+            self._launch_batch(plan, verified, credentials, now_dt, report)
+        except (LaunchRefused, ProviderError) as exc:
+            report.launch_errors.append(str(exc))
+            self._last_error[(plan.entry, plan.client)] = (str(exc), now_dt)
+            log.error("%s: launch of %d VMs failed: %s", bound, plan.count, exc)
+
+    def _launch_batch(
+        self,
+        plan: LaunchPlan,
+        verified: VerifiedRequest,
+        credentials: Mapping[str, OpenedCredentials],
+        now_dt: datetime,
+        report: CycleReport,
+    ) -> None:
+        now = epoch(now_dt)
+        entry = self.entries[plan.entry]
+        cloud = self.config.cloud(entry.cloud)
+        proxy, idtoken, cloud_cred = self._pick_credentials(entry, verified, credentials)
+        key, provider = self.providers.for_launch(cloud.name, plan.frontend, cloud_cred)
+        image = resolve_image(entry)
+        batch_id = self.journal.next_batch_id(now)
+        built = build_batch_userdata(
+            factory=self.config.name,
+            entry=entry,
+            cloud_type=cloud.type,
+            client=plan.client,
+            batch_id=batch_id,
+            web_base=str(self.config.web.base_url),
+            files=self.pilot_files(),
+            upload_secret=self.upload_secret,
+            proxy=proxy,
+            idtoken=idtoken,
+            now=now_dt,
+        )
+        bound = f"entry={plan.entry} client={plan.client} batch={batch_id}"
+        if built.proxy_clamped:
+            log.warning("%s: the delegated proxy ends before max lifetime + margin; the glidein"
+                        " proxy ends %s", bound, built.proxy_not_after)  # fmt: skip
+        self.fault("before_journal")
+        batch = self.journal.new_batch(
+            batch_id=batch_id,
+            entry=plan.entry,
+            client=plan.client,
+            frontend=plan.frontend,
+            cloud=cloud.name,
+            provider_key=key,
+            count=plan.count,
+            now=now,
+        )
+        self.fault("after_journal")
+        from gwms.factory.providers.registry import entry_options
+
+        request = LaunchRequest(
+            batch_id=batch_id,
+            count=plan.count,
+            entry=plan.entry,
+            client=plan.client,
+            image=image,
+            instance_type=entry.instance_types[0],
+            userdata=built.userdata,
+            client_token=batch.client_token,
+            options=entry_options(entry),
+        )
+        try:
+            instances = provider.launch(request)
+        except ProviderError as exc:
+            # The outcome may be unknown: the batch stays `launching` (counted as idle) until
+            # a tag lookup settles it; never relaunched blindly.
+            log.error("%s: launch call failed (%s); the batch is settled by tag lookup", bound, exc)
+            report.launch_errors.append(str(exc))
+            self._last_error[(plan.entry, plan.client)] = (str(exc), now_dt)
+            return
+        self.fault("after_call")
+        rows = [g if g.launched_at else _at(g, now) for g in new_glideins(instances)]
+        self.journal.record_launch(batch_id, rows, now)
+        self.fault("after_record")
+        report.launched.append(batch_id)
+        log.info("%s: launched %d of %d VMs (image %s, proxy until %s)", bound, len(instances),
+                 plan.count, image, built.proxy_not_after.isoformat())  # fmt: skip
+
+    def _pick_credentials(
+        self,
+        entry: Entry,
+        verified: VerifiedRequest,
+        credentials: Mapping[str, OpenedCredentials],
+    ) -> tuple[X509ProxyCredential, IdTokenCredential | None, AnyCredential | None]:
+        """The request's proxy (required), idtoken and cloud credential for this entry."""
+        request = verified.request
+        opened = credentials.get(request.frontend)
+        if opened is None or opened.identity != verified.identity:
+            raise LaunchRefused(
+                f"entry {entry.name}: no valid credential ad from frontend {request.frontend};"
+                " the frontend must publish its sealed credentials for this factory"
+            )
+        wanted = [opened.credentials[c] for c in request.credential_ids if c in opened.credentials]
+        usable = [c for c in wanted if matches_trust_domain(c, entry.trust_domain)]
+        proxy = next((c for c in usable if isinstance(c, X509ProxyCredential)), None)
+        if proxy is None or "x509_proxy" not in entry.auth_methods:
+            raise LaunchRefused(
+                f"entry {entry.name}: request {request.name} names no x509 proxy of trust domain"
+                f" {entry.trust_domain} (entry auth methods: {', '.join(entry.auth_methods)});"
+                " the frontend group must delegate one"
+            )
+        idtoken = next((c for c in usable if isinstance(c, IdTokenCredential)), None)
+        cloud_type = self.config.cloud(entry.cloud).type
+        types = _CLOUD_CREDENTIAL_TYPES.get(cloud_type, ())
+        cloud_cred = next((c for c in usable if c.type in types), None)
+        return proxy, idtoken, cloud_cred
+
+    def pilot_files(self) -> Mapping[str, str]:
+        """The web area's manifest (name -> sha256), installed on first use."""
+        if self._pilot_files is None:
+            from gwms.factory.webarea import install_web_area, read_manifest
+
+            web_dir = Path(str(self.config.web.web_dir))
+            if not (web_dir / "manifest.json").exists():
+                install_web_area(web_dir)
+            self._pilot_files = read_manifest(web_dir)
+        return self._pilot_files
+
+    # --- ads out -----------------------------------------------------------------------------
+
+    def _publish_monitoring(
+        self,
+        decision: Decision,
+        requests: Mapping[tuple[str, str], VerifiedRequest],
+        now: datetime,
+    ) -> None:
+        ads: list[classad2.ClassAd] = []
+        for (entry, client), status in sorted(decision.status.items()):
+            frontend, _, group = client.partition(".")
+            verified = requests.get((entry, client))
+            error = self._last_error.get((entry, client))
+            ads.append(
+                build_factory_client_ad(
+                    FactoryClientAd(
+                        factory=self.config.name,
+                        entry=entry,
+                        frontend=frontend,
+                        group=group,
+                        idle=status.idle,
+                        running=status.running,
+                        retiring=status.retiring,
+                        zombie=status.zombie,
+                        requested_idle=verified.request.idle if verified else 0,
+                        requested_max_running=verified.request.max_running if verified else 0,
+                        request_issued_at=verified.request.issued_at if verified else None,
+                        effective_idle=status.effective_idle,
+                        effective_max_running=status.effective_max_running,
+                        limits_applied=tuple(status.limits_applied),
+                        last_error=one_line(error[0]) if error else None,
+                        last_error_at=error[1] if error else None,
+                        updated_at=now,
+                    )
+                )
+            )
+        if ads:
+            self.collector.advertise(ads, lifetime=self._ad_lifetime)
+
+
+def _at(glidein: NewGlidein, launched_at: int) -> NewGlidein:
+    return NewGlidein(
+        glidein.batch_id, glidein.launch_index, glidein.cloud_id, glidein.state, launched_at
+    )
+
+
+def open_factory_collector(config: FactoryConfig) -> Collector:
+    from gwms.pool import open_collector
+
+    ref = config.collector
+    if ref.backend == "embedded":
+        return open_collector(
+            {"backend": "embedded", "url": str(ref.url), "token_file": str(ref.token_file)}
+        )
+    return open_collector({"backend": "htcondor", "address": str(ref.address)})
+
+
+def open_keyring(directory: Path) -> FactoryKeyring:
+    """The factory's key ring; made on first start so entries can be published at once."""
+    if not (directory / "keys.json").exists():
+        log.info("no key ring in %s: generating the factory key", directory)
+        return FactoryKeyring.generate(directory)
+    return FactoryKeyring.load(directory)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set `stop`: the cycle in progress finishes its journal writes first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("%s received: stopping after this cycle", signal.Signals(signum).name)
+        stop.set()
+
+    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+
+
+def run_factory(config_path: Path, *, once: bool = False, web: bool = True) -> int:
+    """`gwms factory run`: load, open everything, cycle until stopped; returns the exit code."""
+    from gwms.config import load_factory_config
+
+    config = load_factory_config(config_path)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    state_dir = Path(config.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    keyring = open_keyring(Path(str(config.keys.dir)))
+    collector = open_factory_collector(config)
+    server = None
+    with Journal.in_state_dir(state_dir) as journal:
+        daemon = FactoryDaemon(config, collector=collector, keyring=keyring, journal=journal)
+        if web and not once:
+            from gwms.factory.web import serve
+            from gwms.factory.webarea import WebArea
+
+            daemon.pilot_files()  # installs the web area if it has none yet
+            server = serve(
+                WebArea(Path(str(config.web.web_dir))),
+                Path(str(config.web.upload_dir)),
+                daemon.upload_secret,
+                listen=config.web.listen,
+                max_upload_size=config.web.max_upload_size,
+            )
+        stop = threading.Event()
+        try:
+            with _stop_on_signals(stop):
+                daemon.run(stop, once=once)
+        finally:
+            if server is not None:
+                server.stop()
+    return 0
+
+
+__all__ = [
+    "FAULT_ENV",
+    "FAULT_EXIT",
+    "FAULT_POINTS",
+    "CycleReport",
+    "FactoryDaemon",
+    "ProviderPool",
+    "entry_policy",
+    "env_fault_hook",
+    "open_keyring",
+    "resolve_image",
+    "run_factory",
+]
