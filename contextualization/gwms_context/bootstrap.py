@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Callable, List, Optional  # noqa: F401 (type comments)
 
-from gwms_context import __version__, log
+from gwms_context import __version__, log, service
 from gwms_context.httpclient import HttpError
 from gwms_context.middleware import (
     MIDDLEWARES,
@@ -153,7 +153,7 @@ def _add_fetch(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 # Each adds one subcommand; the `run` subcommand (verify, overlays, pilot) is added here too.
-SUBCOMMANDS = [_add_detect, _add_fetch]  # type: List[Callable]
+SUBCOMMANDS = [_add_detect, _add_fetch, service.add_run_parser]  # type: List[Callable]
 
 
 def build_parser() -> argparse.ArgumentParser:

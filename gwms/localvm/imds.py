@@ -159,6 +159,7 @@ class ImdsServer(LoopbackServer):
         user_data: bytes | None = None,
         instance_type: str = "m5.large",
         availability_zone: str = "us-east-1a",
+        launch_index: int = 0,
         require_token: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -169,6 +170,7 @@ class ImdsServer(LoopbackServer):
         self.user_data = user_data
         self.instance_type = instance_type
         self.availability_zone = availability_zone
+        self.launch_index = launch_index
         self.require_token = require_token
         self.clock = clock
         self._tokens: dict[str, float] = {}  # token -> expiry on self.clock
@@ -197,6 +199,7 @@ class ImdsServer(LoopbackServer):
     def meta_data(self) -> dict[str, bytes]:
         """The /latest/meta-data/ keys this instance serves."""
         keys = {
+            "ami-launch-index": str(self.launch_index).encode(),
             "instance-id": self.instance_id.encode(),
             "instance-type": self.instance_type.encode(),
             "placement/availability-zone": self.availability_zone.encode(),

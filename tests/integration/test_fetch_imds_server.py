@@ -63,7 +63,12 @@ def test_a_session_token_unlocks_user_data_and_meta_data(
         answer = http.get(f"{imds.url}/latest/meta-data/{path}", headers=headers, timeout=5)
         assert (answer.status_code, answer.text) == (200, value)
     listing = http.get(f"{imds.url}/latest/meta-data/", headers=headers, timeout=5).text
-    assert listing.splitlines() == ["instance-id", "instance-type", "placement/"]
+    assert listing.splitlines() == [
+        "ami-launch-index",
+        "instance-id",
+        "instance-type",
+        "placement/",
+    ]
 
 
 def test_imdsv1_is_refused_when_tokens_are_required(
