@@ -18,14 +18,12 @@ factory exactly there. Tests in-process pass a hook that raises instead.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +39,7 @@ from gwms.credentials.model import (
     X509ProxyCredential,
     matches_trust_domain,
 )
+from gwms.daemons import pool_mapping, stop_on_signals
 from gwms.factory import upload_tokens
 from gwms.factory.decisions import (
     ClientRequest,
@@ -652,12 +651,7 @@ def _at(glidein: NewGlidein, launched_at: int) -> NewGlidein:
 def open_factory_collector(config: FactoryConfig) -> Collector:
     from gwms.pool import open_collector
 
-    ref = config.collector
-    if ref.backend == "embedded":
-        return open_collector(
-            {"backend": "embedded", "url": str(ref.url), "token_file": str(ref.token_file)}
-        )
-    return open_collector({"backend": "htcondor", "address": str(ref.address)})
+    return open_collector(pool_mapping(config.collector))
 
 
 def open_keyring(directory: Path) -> FactoryKeyring:
@@ -666,25 +660,6 @@ def open_keyring(directory: Path) -> FactoryKeyring:
         log.info("no key ring in %s: generating the factory key", directory)
         return FactoryKeyring.generate(directory)
     return FactoryKeyring.load(directory)
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set `stop`: the cycle in progress finishes its journal writes first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("%s received: stopping after this cycle", signal.Signals(signum).name)
-        stop.set()
-
-    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, previous in saved.items():
-            signal.signal(sig, previous)
 
 
 def run_factory(config_path: Path, *, once: bool = False, web: bool = True) -> int:
@@ -717,7 +692,7 @@ def run_factory(config_path: Path, *, once: bool = False, web: bool = True) -> i
             )
         stop = threading.Event()
         try:
-            with _stop_on_signals(stop):
+            with stop_on_signals(stop, log):
                 daemon.run(stop, once=once)
         finally:
             if server is not None:

@@ -9,12 +9,10 @@ zero: the frontend removes later, never sooner). Steps and log lines: docs/front
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +21,7 @@ import classad2
 
 from gwms.classads import quote
 from gwms.config.frontend import FrontendConfig, Group
+from gwms.daemons import pool_mapping, stop_on_signals
 from gwms.frontend.clustering import (
     RUNNING_ON,
     ClusterSet,
@@ -212,7 +211,7 @@ class Frontend:
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> int:
         """Cycle until ``stop`` is set (SIGTERM/SIGINT set it); 1 if ``once`` hit errors."""
         stop = stop or threading.Event()
-        with _stop_on_signals(stop, self.log):
+        with stop_on_signals(stop, self.log):
             while True:
                 started = time.monotonic()
                 report = self._guarded_cycle()
@@ -740,39 +739,14 @@ def _collector_name(ref: Any) -> str:
 
 
 def _open_collectors(config: FrontendConfig) -> list[Collector]:
-    return [open_collector(_pool_mapping(ref)) for ref in config.collectors]
+    return [open_collector(pool_mapping(ref)) for ref in config.collectors]
 
 
 def _open_schedds(config: FrontendConfig) -> list[Schedd]:
     result = []
     for ref in config.schedds:
-        mapping = _pool_mapping(ref)
+        mapping = pool_mapping(ref)
         if ref.backend == "htcondor":
             mapping["schedd_name"] = ref.name
         result.append(open_schedd(mapping))
     return result
-
-
-def _pool_mapping(ref: Any) -> dict[str, Any]:
-    if ref.backend == "embedded":
-        return {"backend": "embedded", "url": str(ref.url), "token_file": str(ref.token_file)}
-    return {"backend": "htcondor", "address": str(ref.address)}
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, log: BoundLogger) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop``: the cycle in progress finishes its writes, then we exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("%s received: stopping after this cycle", signal.Signals(signum).name)
-        stop.set()
-
-    saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, previous in saved.items():
-            signal.signal(sig, previous)
