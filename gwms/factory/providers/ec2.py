@@ -20,9 +20,7 @@ import logging
 import random
 import re
 import stat
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,8 +59,9 @@ from gwms.factory.providers.base import (
     TerminateResult,
     ThrottledError,
 )
+from gwms.factory.providers.metered import MeteredProvider
 from gwms.factory.ratelimit import RateLimiter
-from gwms.factory.retry import Retrier, RetryPolicy
+from gwms.factory.retry import Retrier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,7 +187,7 @@ class _FixedProvider(CredentialProvider):
 # --- the provider --------------------------------------------------------------------------------
 
 
-class Ec2Provider:
+class Ec2Provider(MeteredProvider):
     """The `Provider` for one EC2 region or EC2-compatible endpoint."""
 
     def __init__(
@@ -213,27 +212,20 @@ class Ec2Provider:
         `max_wait` bounds the seconds one operation spends waiting for tokens and backing
         off. STS is reached at `sts_endpoint_url`, else at the cloud's `endpoint_url`.
         """
-        self.name = cloud.name
-        self.cloud = cloud
-        self.factory = factory
-        self.calls: Counter[str] = Counter()  # API requests made, per API
-        self._calls_lock = threading.Lock()
-        self.page_size = page_size
-        self.max_wait = max_wait
-        self.all_or_nothing = all_or_nothing
-        self._clock = clock
-        self._wallclock = wallclock
-        self.limiter = limiter or RateLimiter.from_config(
-            cloud.rate_limits, clock=clock, sleep=sleep
-        )
-        self.retrier = retrier or Retrier(
-            RetryPolicy.from_config(cloud.retries),
+        super().__init__(
+            cloud,
+            factory=factory,
             retryable=is_retryable,
+            limiter=limiter,
+            retrier=retrier,
             clock=clock,
             sleep=sleep,
             rand=rand,
-            on_retry=self._log_retry,
+            page_size=page_size,
+            max_wait=max_wait,
+            all_or_nothing=all_or_nothing,
         )
+        self._wallclock = wallclock
         self._config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=10,
@@ -377,13 +369,6 @@ class Ec2Provider:
                 " cloud's credentials and their permissions"
             )
         return ProviderError(f"EC2 {api} on cloud {self.name} failed: {code}: {message}")
-
-    def _count(self, api: str) -> None:
-        with self._calls_lock:
-            self.calls[api] += 1
-
-    def _deadline(self) -> float:
-        return self._clock() + self.max_wait
 
     # --- the Provider interface ---
 

@@ -18,9 +18,7 @@ import logging
 import random
 import re
 import stat
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -52,8 +50,9 @@ from gwms.factory.providers.base import (
     TerminateResult,
     ThrottledError,
 )
+from gwms.factory.providers.metered import MeteredProvider
 from gwms.factory.ratelimit import RateLimiter
-from gwms.factory.retry import Retrier, RetryPolicy
+from gwms.factory.retry import Retrier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -195,7 +194,7 @@ def connect(cloud: OpenStackCloud, credential: FrontendAppCredential | None = No
 # --- the provider --------------------------------------------------------------------------------
 
 
-class OpenStackProvider:
+class OpenStackProvider(MeteredProvider):
     """The `Provider` for one OpenStack region."""
 
     def __init__(
@@ -218,25 +217,18 @@ class OpenStackProvider:
 
         `max_wait` bounds the seconds one operation spends waiting for tokens and backing off.
         """
-        self.name = cloud.name
-        self.cloud = cloud
-        self.factory = factory
-        self.calls: Counter[str] = Counter()  # API requests made, per API
-        self._calls_lock = threading.Lock()
-        self.page_size = page_size
-        self.max_wait = max_wait
-        self.all_or_nothing = all_or_nothing
-        self._clock = clock
-        self.limiter = limiter or RateLimiter.from_config(
-            cloud.rate_limits, clock=clock, sleep=sleep
-        )
-        self.retrier = retrier or Retrier(
-            RetryPolicy.from_config(cloud.retries),
+        super().__init__(
+            cloud,
+            factory=factory,
             retryable=is_retryable,
+            limiter=limiter,
+            retrier=retrier,
             clock=clock,
             sleep=sleep,
             rand=rand,
-            on_retry=self._log_retry,
+            page_size=page_size,
+            max_wait=max_wait,
+            all_or_nothing=all_or_nothing,
         )
         self.conn = connection or connect(cloud, credential)
         self._flavors: dict[str, str] = {}
@@ -276,13 +268,6 @@ class OpenStackProvider:
                 " cloud's credentials, their role and the project quota"
             )
         return ProviderError(f"OpenStack {api} on cloud {self.name} failed: {_reason(exc)}")
-
-    def _count(self, api: str) -> None:
-        with self._calls_lock:
-            self.calls[api] += 1
-
-    def _deadline(self) -> float:
-        return self._clock() + self.max_wait
 
     # --- lookups, cached: flavors, images and networks rarely change ---
 
