@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gwms.cli.userdata_cmd",
     "gwms.cli.proxy_cmd",
     "gwms.cli.key_cmd",
+    "gwms.cli.image_cmd",
     "gwms.cli.demo_cmd",
 )
 
