@@ -32,12 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the factory daemon (one cycle with --once)",
         description="Publish entries, serve verified frontend requests by launching glideins,"
         " reap and reconcile, every `cycle` seconds until SIGTERM/SIGINT. Restart-safe: the"
-        " journal in state_dir is reconciled with the clouds on start.",
+        " journal in state_dir is reconciled with the clouds on start. Also serves the web"
+        " service (pilot files, VM logs and status reports, /metrics) on web.listen, and"
+        " stops it cleanly on SIGTERM.",
     )
     run.add_argument("--config", required=True, type=Path, metavar="FILE", help="factory YAML")
     run.add_argument("--once", action="store_true", help="run one cycle and exit")
     run.add_argument(
-        "--no-web", action="store_true", help="do not start the web service (pilot files, logs)"
+        "--no-web",
+        action="store_true",
+        help="do not start the web service (pilot files, logs, status, metrics)",
     )
     run.set_defaults(handler=_run)
 

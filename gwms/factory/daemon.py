@@ -9,6 +9,10 @@ One cycle (DESIGN.md §1, §5):
 4. decide (`decisions.decide`, pure) and act: retire, terminate (zombies counted),
    launch each batch as derive proxy -> build UserData -> journal -> cloud call -> journal;
 5. publish one `glidefactoryclient` monitoring ad per entry x client.
+Between 3 and 4, the VMs' own status reports (stored by the web service) are read: a
+glidein whose pilot reported it started counts as running, one whose pilot finished or
+never started is terminated (`status_transitions`). After each cycle the Prometheus
+metrics shared with the web service are updated (glideins, cloud calls, errors).
 
 Fault points: the launch sequence calls `fault(name)` at each step boundary
 (`FAULT_POINTS`); the default hook exits the process with `FAULT_EXIT` when the
@@ -54,12 +58,14 @@ from gwms.factory.decisions import (
 )
 from gwms.factory.journal import (
     BatchState,
+    GlideinRecord,
     GlideinState,
     GlideinUpdate,
     Journal,
     NewGlidein,
     epoch,
 )
+from gwms.factory.metrics import FactoryMetrics
 from gwms.factory.providers.base import LaunchRequest, Provider, ProviderError
 from gwms.factory.reconcile import ReconcileReport, new_glideins, reconcile
 from gwms.factory.userdata_builder import LaunchRefused, build_batch_userdata
@@ -153,6 +159,10 @@ class ProviderPool:
                 return None
         return self._providers.get(key)
 
+    def built(self) -> dict[str, Provider]:
+        """Every provider built so far, by key (for metrics)."""
+        return dict(self._providers)
+
     def listable(self, keys: Sequence[str]) -> dict[str, Provider]:
         """Providers to list this cycle: every static cloud in use, and known frontend ones."""
         wanted = {e.cloud for e in self._config.entries if not self._needs_frontend(e.cloud)}
@@ -176,6 +186,8 @@ class CycleReport:
     launch_errors: list[str] = field(default_factory=list)
     terminated: int = 0
     zombies: int = 0
+    pilots_started: int = 0  # glideins promoted to running by their status report
+    finished: int = 0  # glideins terminated because their pilot reported its end
     decision: Decision | None = None
 
 
@@ -225,7 +237,10 @@ class FactoryDaemon:
         fault: FaultHook = env_fault_hook,
         upload_secret: bytes | None = None,
         pilot_files: Mapping[str, str] | None = None,
+        metrics: FactoryMetrics | None = None,
+        status_dir: Path | None = None,
     ) -> None:
+        """`status_dir` holds the VMs' status reports (default: the web's upload_dir)."""
         self.config = config
         self.collector = collector
         self.keyring = keyring
@@ -244,6 +259,14 @@ class FactoryDaemon:
         self._last_error: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._new_zombies: list[tuple[str, str]] = []
         self.started = False
+        self.metrics = metrics if metrics is not None else FactoryMetrics()
+        self.metrics.set_entries(
+            sum(e.enabled for e in config.entries), sum(not e.enabled for e in config.entries)
+        )
+        upload_dir = config.web.upload_dir
+        self.status_dir = status_dir or (Path(str(upload_dir)) if upload_dir else None)
+        self._status_cache: dict[str, tuple[int, int, dict[str, Any] | None]] = {}
+        self._calls_seen: dict[tuple[str, str, str], int] = {}
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -260,6 +283,8 @@ class FactoryDaemon:
             try:
                 self.cycle()
             except (PoolError, ProviderError) as exc:
+                self.metrics.error("cycle_failed")
+                self._count_cloud_calls()
                 log.error("cycle failed: %s; trying again next cycle", exc)
             if once:
                 return
@@ -275,18 +300,111 @@ class FactoryDaemon:
         report.entries_published = self._publish_entries()
         requests, credentials = self._read_requests(now_dt, report)
         report.reconcile = self._reconcile(now)
+        finished = self._read_status_reports(now, report)
         decision = self._decide(requests, now)
         report.decision = decision
         self._apply_transitions(decision, now)
         self._new_zombies: list[tuple[str, str]] = []
-        self._terminate(decision.terminations + report.reconcile.broken, now, report)
+        self._terminate(
+            _unique(decision.terminations + report.reconcile.broken + finished), now, report
+        )
         for key in self._new_zombies:  # the monitoring ad shows them this cycle
             if key in decision.status:
                 decision.status[key].zombie += 1
         for plan in decision.launches:
             self._launch(plan, requests[(plan.entry, plan.client)], credentials, now_dt, report)
         self._publish_monitoring(decision, requests, now_dt)
+        self._update_metrics(report)
         return report
+
+    # --- what the VMs say about themselves ---------------------------------------------------
+
+    def _read_status_reports(self, now: int, report: CycleReport) -> list[Termination]:
+        """Promote glideins whose pilot started; terminations for those whose pilot ended."""
+        if self.status_dir is None:
+            return []
+        alive = self.journal.glideins(
+            (GlideinState.LAUNCHING, GlideinState.RUNNING, GlideinState.RETIRING)
+        )
+        updates: list[GlideinUpdate] = []
+        finished: list[Termination] = []
+        for record in alive:
+            status = self._latest_status(record)
+            if status is None:
+                continue
+            state, reason = status_transition(record, status, now)
+            if state is GlideinState.RUNNING:
+                updates.append(GlideinUpdate(record.glidein_id, state=state))
+                report.pilots_started += 1
+            elif reason is not None:
+                finished.append(
+                    Termination(record.glidein_id, record.cloud_id, record.provider_key, reason)
+                )
+                report.finished += 1
+        self.journal.update(updates, now)
+        live_ids = {record.glidein_id for record in alive}
+        for gone in set(self._status_cache) - live_ids:
+            del self._status_cache[gone]
+        return finished
+
+    def _latest_status(self, record: GlideinRecord) -> dict[str, Any] | None:
+        """The glidein's last status report, re-read only when its file changed."""
+        from gwms.factory.web import STATUS_FILE, latest_status
+
+        assert self.status_dir is not None
+        directory = self.status_dir / record.entry / record.client / record.glidein_id
+        try:
+            stat = (directory / STATUS_FILE).stat()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            self.metrics.error("status_unreadable")
+            return None
+        cached = self._status_cache.get(record.glidein_id)
+        if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+            return cached[2]
+        status = latest_status(self.status_dir, record.entry, record.client, record.glidein_id)
+        self._status_cache[record.glidein_id] = (stat.st_mtime_ns, stat.st_size, status)
+        return status
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def _update_metrics(self, report: CycleReport) -> None:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for record in self.journal.glideins():
+            counts[(record.entry, record.state.value)] += 1
+        self.metrics.set_glideins(counts)
+        self._count_cloud_calls()
+        errors = {
+            "request_rejected": sum(report.rejected.values()),
+            "launch_failed": len(report.launch_errors),
+            "listing_failed": len(report.reconcile.unlisted) if report.reconcile else 0,
+            "zombie": report.zombies,
+        }
+        for kind, count in errors.items():
+            if count:
+                self.metrics.errors.labels(kind).inc(count)
+
+    def _count_cloud_calls(self) -> None:
+        """Add each provider's requests since the last look to the cloud-call counter.
+
+        A request followed by a retry failed (throttled or a server error): `error`; the
+        others are `ok` (a last try that failed for good is among them: providers count
+        requests, not outcomes).
+        """
+        for key, provider in self.providers.built().items():
+            cloud = key.split("/", 1)[0]
+            calls = getattr(provider, "calls", None) or {}
+            retrier = getattr(provider, "retrier", None)
+            retries = getattr(retrier, "retries", None) or {}
+            for api in set(calls) | set(retries):
+                made, failed = int(calls.get(api, 0)), int(retries.get(api, 0))
+                for outcome, total in (("error", failed), ("ok", made - failed)):
+                    seen_key = (key, api, outcome)
+                    delta = total - self._calls_seen.get(seen_key, 0)
+                    if delta > 0:
+                        self.metrics.cloud_calls.labels(cloud, api, outcome).inc(delta)
+                        self._calls_seen[seen_key] = total
 
     # --- ads in ------------------------------------------------------------------------------
 
@@ -642,6 +760,51 @@ class FactoryDaemon:
             self.collector.advertise(ads, lifetime=self._ad_lifetime)
 
 
+# Status report stages (gwms-bootstrap run): the pilot runs, or the glidein is over.
+STARTED_STAGES = frozenset({"pilot_started"})
+FINAL_STAGES = frozenset({"shutdown", "terminated"})  # the VM is going down by itself
+ENDED_STAGES = frozenset({"pilot_exited", "failed"})  # logs and power-off still to come
+FINISH_GRACE = 120  # seconds a VM whose pilot ended has to ship its logs and power off
+FINISH_REASONS = {  # the termination reason logged for each final stage
+    "shutdown": "vm_shutdown",
+    "terminated": "vm_terminated",
+    "pilot_exited": "pilot_exited",
+    "failed": "glidein_failed",
+}
+
+
+def status_transition(
+    record: GlideinRecord, status: Mapping[str, Any], now: int
+) -> tuple[GlideinState | None, str | None]:
+    """(new state, termination reason) a glidein's last status report implies; pure.
+
+    `pilot_started` makes a launching glidein running. `shutdown`/`terminated` end it now;
+    `pilot_exited`/`failed` end it once the VM had FINISH_GRACE s to ship logs and power
+    off by itself (a VM that cannot power off, or will not, is not left running).
+    """
+    stage = str(status.get("stage") or "")
+    if stage in STARTED_STAGES:
+        if record.state is GlideinState.LAUNCHING:
+            return GlideinState.RUNNING, None
+        return None, None
+    received = status.get("received_at")
+    at = int(received) if isinstance(received, int) else now
+    if stage in FINAL_STAGES or (stage in ENDED_STAGES and now - at >= FINISH_GRACE):
+        return None, FINISH_REASONS[stage]
+    return None, None
+
+
+def _unique(terminations: Sequence[Termination]) -> list[Termination]:
+    """One termination per glidein (the first reason given wins)."""
+    seen: set[str] = set()
+    found = []
+    for t in terminations:
+        if t.glidein_id not in seen:
+            seen.add(t.glidein_id)
+            found.append(t)
+    return found
+
+
 def _at(glidein: NewGlidein, launched_at: int) -> NewGlidein:
     return NewGlidein(
         glidein.batch_id, glidein.launch_index, glidein.cloud_id, glidein.state, launched_at
@@ -676,8 +839,11 @@ def run_factory(config_path: Path, *, once: bool = False, web: bool = True) -> i
     keyring = open_keyring(Path(str(config.keys.dir)))
     collector = open_factory_collector(config)
     server = None
+    metrics = FactoryMetrics()
     with Journal.in_state_dir(state_dir) as journal:
-        daemon = FactoryDaemon(config, collector=collector, keyring=keyring, journal=journal)
+        daemon = FactoryDaemon(
+            config, collector=collector, keyring=keyring, journal=journal, metrics=metrics
+        )
         if web and not once:
             from gwms.factory.web import serve
             from gwms.factory.webarea import WebArea
@@ -689,6 +855,7 @@ def run_factory(config_path: Path, *, once: bool = False, web: bool = True) -> i
                 daemon.upload_secret,
                 listen=config.web.listen,
                 max_upload_size=config.web.max_upload_size,
+                metrics=metrics,
             )
         stop = threading.Event()
         try:
@@ -712,4 +879,5 @@ __all__ = [
     "open_keyring",
     "resolve_image",
     "run_factory",
+    "status_transition",
 ]

@@ -18,7 +18,7 @@ from gwms.credentials.proxy import Proxy, derive_proxy, load_proxy
 from gwms.errors import CredentialError, GwmsError
 from gwms.factory import upload_tokens
 from gwms.factory.journal import epoch
-from gwms.factory.web import log_upload_url
+from gwms.factory.web import log_upload_url, pilot_files_url
 from gwms_context import userdata as codec
 
 # UserData limit by cloud type; local instances take EC2's, the strictest, so a trial
@@ -77,7 +77,7 @@ def build_batch_userdata(
         "client": client,
         "glidein_id": batch_id,
         "issued_at": epoch(now),
-        "web_base": web_base,
+        "web_base": pilot_files_url(web_base),
         "files": dict(files),
         "pilot_args": list(entry.pilot_args),
         "lifetimes": {"max_seconds": life.max, "retire_seconds": life.retire},

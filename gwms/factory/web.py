@@ -402,6 +402,11 @@ def _last_record(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def pilot_files_url(base_url: str) -> str:
+    """The UserData `web_base`: where VMs fetch `<web_base>/<name>` pilot files."""
+    return f"{base_url.rstrip('/')}/web"
+
+
 def log_upload_url(base_url: str, entry: str, client: str, batch_id: str) -> str:
     """The UserData `log_upload.url` of a batch; VMs append `/<launch index>/<file name>`."""
     return f"{base_url.rstrip('/')}/logs/{entry}/{client}/{batch_id}"
