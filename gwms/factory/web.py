@@ -12,6 +12,7 @@ glidein; the token is never logged.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -488,7 +489,10 @@ class WebServer:
             return
         self._grace = grace
         self._stopping.set()
-        self._listeners[0].pull_trigger()  # wake the loop so it sees the flag
+        # Wake the loop so it sees the flag at once. The loop may already have seen it and
+        # closed the trigger (EBADF): then there is nothing to wake, it polls every 0.5 s anyway.
+        with contextlib.suppress(OSError):
+            self._listeners[0].pull_trigger()
         self._thread.join(grace + 10)
         log.info("factory web service stopped")
 
