@@ -221,6 +221,12 @@ class LocalCloud(ConfigModel):
         None, description="one directory per instance; default <state_dir>/local-instances"
     )
     max_instances: PositiveInt = Field(20, description="instances this host runs at most")
+    pilot_user: Text | None = Field(
+        None, description="user the pilot runs as when the factory is root (default glidein)"
+    )
+    python: ConfigPath | None = Field(
+        None, description="interpreter for the VM bootstrap; the pilot user must be able to run it"
+    )
     rate_limits: ApiRateLimits = Field(default_factory=_local_limits)
     retries: Retries = Field(default_factory=Retries)
 

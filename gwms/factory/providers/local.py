@@ -8,9 +8,9 @@ scans `base_dir` (O(VMs) on a local disk); terminated VMs stay listed for an hou
 their directories are reaped. Terminate is SIGTERM to each VM's process group. Calls take
 tokens from the cloud's `api` bucket and are counted like any cloud's.
 
-Config knobs the local cloud has no field for come as constructor keywords, else from the
+Two knobs come from constructor keywords, else the cloud's configuration, else the
 factory's environment: `pilot_user` (GWMS_LOCALVM_PILOT_USER; when the factory runs as
-root the bootstrap drops to it, default `glidein`), `python` (GWMS_LOCALVM_PYTHON; the
+root the bootstrap drops to it, default `glidein`) and `python` (GWMS_LOCALVM_PYTHON; the
 interpreter that runs the bootstrap, which the pilot user must be able to execute).
 """
 
@@ -107,8 +107,11 @@ class LocalProvider(MeteredProvider):
             )
         self.base_dir = Path(cloud.base_dir)
         self.max_instances = cloud.max_instances
-        self.pilot_user = pilot_user or os.environ.get(PILOT_USER_ENV) or None
-        self.python = python or os.environ.get(PYTHON_ENV) or sys.executable
+        self.pilot_user = (
+            pilot_user or cloud.pilot_user or os.environ.get(PILOT_USER_ENV) or None
+        )
+        configured_python = str(cloud.python) if cloud.python else None
+        self.python = python or configured_python or os.environ.get(PYTHON_ENV) or sys.executable
         self.env = dict(env or {})
         self.bootstrap_args = list(bootstrap_args)
         self.grace = grace
