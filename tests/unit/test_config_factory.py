@@ -134,7 +134,7 @@ def test_unknown_key_without_near_miss_lists_the_allowed_keys(tmp_path: Path) ->
     assert (issue.line, issue.field) == (3, "clouds[0].colour")
     assert issue.message == (
         "unknown key; the keys allowed here are name, type, base_dir, max_instances,"
-        " rate_limits, retries"
+        " pilot_user, python, rate_limits, retries"
     )
 
 
