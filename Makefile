@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the test suite drives for real (see README "What the tests need").
-SYSTEM_PACKAGES ?= globus-proxy-utils openssl
+SYSTEM_PACKAGES ?= globus-proxy-utils openssl libfaketime
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

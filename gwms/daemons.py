@@ -30,6 +30,18 @@ def stop_on_signals(stop: threading.Event, log: Any = None) -> Iterator[None]:
             signal.signal(sig, previous)
 
 
+# Cloud SDKs log request headers and bodies at DEBUG: STS session tokens, and RunInstances
+# bodies whose UserData holds the glidein proxy's private key and the upload token.
+CHATTY_LIBRARIES = ("botocore", "boto3", "urllib3", "keystoneauth", "keystoneauth1", "openstack")
+
+
+def quiet_cloud_libraries() -> None:
+    """Keep the cloud SDKs' loggers at INFO or above, whatever the daemon's log level is."""
+    floor = max(logging.INFO, logging.getLogger().getEffectiveLevel())
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(floor)
+
+
 def pool_mapping(ref: Any) -> dict[str, Any]:
     """A collector or schedd reference from a config file, as `gwms.pool` opens it."""
     if ref.backend == "embedded":

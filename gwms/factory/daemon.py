@@ -43,7 +43,7 @@ from gwms.credentials.model import (
     X509ProxyCredential,
     matches_trust_domain,
 )
-from gwms.daemons import pool_mapping, stop_on_signals
+from gwms.daemons import pool_mapping, quiet_cloud_libraries, stop_on_signals
 from gwms.factory import upload_tokens
 from gwms.factory.decisions import (
     ClientRequest,
@@ -834,6 +834,7 @@ def run_factory(config_path: Path, *, once: bool = False, web: bool = True) -> i
         logging.basicConfig(
             level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    quiet_cloud_libraries()
     state_dir = Path(config.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     keyring = open_keyring(Path(str(config.keys.dir)))
