@@ -52,6 +52,19 @@ def per_batch_proxy(delegated: X509ProxyCredential, entry: Entry, now: datetime)
         ) from None
 
 
+def pilot_args(entry: Entry) -> list[str]:
+    """What the pilot is told by the entry: idle shutdown and the entry's attributes, which
+    `glidein_startup.sh` puts in glidein_config and on the Machine ad; then the operator's
+    own `pilot_args`, last, so they win."""
+    args: list[str] = []
+    if entry.lifetimes.idle_shutdown:
+        args += ["-idle", str(entry.lifetimes.idle_shutdown)]
+    for name, value in entry.attributes.items():
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        args += [f"-param_{name}", shown]
+    return [*args, *entry.pilot_args]
+
+
 def build_batch_userdata(
     *,
     factory: str,
@@ -79,7 +92,7 @@ def build_batch_userdata(
         "issued_at": epoch(now),
         "web_base": pilot_files_url(web_base),
         "files": dict(files),
-        "pilot_args": list(entry.pilot_args),
+        "pilot_args": pilot_args(entry),
         "lifetimes": {"max_seconds": life.max, "retire_seconds": life.retire},
         "log_upload": {
             "url": log_upload_url(web_base, entry.name, client, batch_id),
