@@ -83,14 +83,21 @@ class CredentialChoice:
     credential: AnyCredential | None
     rejected: tuple[str, ...] = ()
     detail: str = ""  # for the log: why the chosen one is fine ("... expires in 11 h")
+    # The first usable credential of each other type the entry accepts: an IDTOKEN for the
+    # pilot's collector beside the proxy, a cloud key pair beside both.
+    companions: tuple[AnyCredential, ...] = ()
 
     @property
     def usable(self) -> bool:
         return self.credential is not None
 
     @property
+    def credentials(self) -> tuple[AnyCredential, ...]:
+        return () if self.credential is None else (self.credential, *self.companions)
+
+    @property
     def credential_ids(self) -> tuple[str, ...]:
-        return () if self.credential is None else (self.credential.id,)
+        return tuple(c.id for c in self.credentials)
 
     def curb_reasons(self) -> tuple[str, ...]:
         """What the monitoring ad says when no credential could be used (else nothing)."""
@@ -120,13 +127,22 @@ def choose_credential(
     """The first candidate (configuration order) usable on ``entry``, with reasons for the rest."""
     now = now or datetime.now(UTC)
     rejected: list[str] = []
+    chosen: dict[str, AnyCredential] = {}  # credential type -> first usable, config order
+    detail = ""
     for loaded in candidates:
         usable, reason = check_credential(entry, loaded, now)
-        if usable:
-            assert loaded.credential is not None
-            return CredentialChoice(entry.name, loaded.credential, tuple(rejected), reason)
-        rejected.append(reason)
-    return CredentialChoice(entry.name, None, tuple(rejected))
+        if not usable:
+            if not chosen:
+                rejected.append(reason)
+            continue
+        assert loaded.credential is not None
+        if not chosen:
+            detail = reason
+        chosen.setdefault(loaded.credential.type.value, loaded.credential)
+    if not chosen:
+        return CredentialChoice(entry.name, None, tuple(rejected))
+    first, *others = chosen.values()
+    return CredentialChoice(entry.name, first, tuple(rejected), detail, tuple(others))
 
 
 def check_credential(entry: EntryAd, loaded: LoadedCredential, now: datetime) -> tuple[bool, str]:

@@ -620,7 +620,7 @@ class Frontend:
                 by_factory.setdefault(d.seen.entry.factory, []).append(d)
         ads = []
         for factory, chosen in by_factory.items():
-            creds = {d.choice.credential.id: d.choice.credential for d in chosen}  # type: ignore[union-attr]
+            creds = {c.id: c for d in chosen for c in d.choice.credentials}
             ads.append(
                 build_credential_ad(
                     make_credential_ad(

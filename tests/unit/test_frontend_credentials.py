@@ -175,6 +175,28 @@ def test_the_first_usable_credential_wins_and_the_ones_passed_over_keep_their_re
     assert choice.detail == "idtoken pilot-token expires in 24 h >= 2 h minimum"
 
 
+def test_an_idtoken_travels_beside_the_proxy_when_the_entry_accepts_both(
+    user, public_key_pem, tmp_path
+) -> None:
+    proxy = proxy_file(user, tmp_path / "proxy.pem", 12, NOW)
+    other = proxy_file(user, tmp_path / "other.pem", 12, NOW)
+    token = secret_file(tmp_path / "pilot.jwt", jwt({"exp": int(NOW.timestamp()) + 86400}))
+    loaded = load_credentials(
+        [
+            config(proxy, cid="vo1_pilot"),
+            config(other, cid="second_proxy"),
+            config(token, cid="pilot-token", ctype="idtoken"),
+        ]
+    )
+
+    choice = choose_credential(
+        entry(public_key_pem, methods=("x509_proxy", "idtoken")), loaded, NOW
+    )
+
+    # One of each type, first usable in configuration order: the pilot needs both.
+    assert choice.credential_ids == ("vo1_pilot", "pilot-token")
+
+
 def test_a_missing_file_is_reported_with_its_path_and_what_to_do(public_key_pem, tmp_path) -> None:
     missing = tmp_path / "nope.pem"
 
