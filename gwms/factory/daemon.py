@@ -205,20 +205,23 @@ def entry_policy(entry: Entry) -> EntryPolicy:
     )
 
 
-def resolve_image(entry: Entry) -> str:
-    """The image id: given, or the newest build of `latest` in the Packer manifest."""
+def resolve_image(entry: Entry, region: str | None = None) -> str:
+    """The image id: given, or the newest build of `latest` in `region` of the image manifest."""
     if not isinstance(entry.image, LatestImage):
         return entry.image
-    manifest = entry.image.manifest
+    from gwms.images.manifest import ManifestError, latest_image
+
     try:
-        builds = json.loads(Path(str(manifest)).read_text())["builds"]
-        artifact = next(b for b in reversed(builds) if b.get("name") == entry.image.latest)
-        return str(artifact["artifact_id"]).split(",")[0].rsplit(":", 1)[-1]
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
-        raise LaunchRefused(
-            f"entry {entry.name}: image {{latest: {entry.image.latest}}} is not in the image"
-            f" manifest {manifest}; build the image or give an image id"
-        ) from None
+        return latest_image(str(entry.image.manifest), entry.image.latest, region)
+    except ManifestError as exc:
+        raise LaunchRefused(f"entry {entry.name}: {exc}") from None
+
+
+def cloud_region(cloud: object) -> str | None:
+    """The region an entry's images must come from: the cloud's own, `local` for local VMs."""
+    if getattr(cloud, "type", None) == "local":
+        return "local"
+    return getattr(cloud, "region", None)
 
 
 class FactoryDaemon:
@@ -415,7 +418,7 @@ class FactoryDaemon:
         algorithm = next(k.algorithm for k in self.keyring.keys if k.id == kid)
         for entry in self.config.entries:
             try:
-                image = resolve_image(entry)
+                image = resolve_image(entry, cloud_region(self.config.cloud(entry.cloud)))
             except LaunchRefused as exc:
                 log.error("entry=%s: not published: %s", entry.name, exc)
                 continue
@@ -619,7 +622,7 @@ class FactoryDaemon:
         cloud = self.config.cloud(entry.cloud)
         proxy, idtoken, cloud_cred = self._pick_credentials(entry, verified, credentials)
         key, provider = self.providers.for_launch(cloud.name, plan.frontend, cloud_cred)
-        image = resolve_image(entry)
+        image = resolve_image(entry, cloud_region(cloud))
         batch_id = self.journal.next_batch_id(now)
         built = build_batch_userdata(
             factory=self.config.name,

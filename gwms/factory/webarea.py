@@ -221,7 +221,8 @@ def _pilot_files(directory: Path, skip: Iterable[str] = ()) -> list[str]:
     names = []
     for path in sorted(directory.iterdir()):
         name = path.name
-        if name == MANIFEST or name in skip or name.startswith("."):
+        # __pycache__: pip compiles gwms_startd.py when it installs the package.
+        if name == MANIFEST or name in skip or name.startswith(".") or name == "__pycache__":
             continue
         if not path.is_file():
             raise WebAreaError(
