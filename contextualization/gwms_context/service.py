@@ -43,6 +43,7 @@ EXIT_NOT_STARTED = 2
 DEFAULT_WORK_DIR = "/var/lib/gwms-glidein"
 DEFAULT_PILOT_USER = "glidein"
 DEFAULT_LOG_INTERVAL = 300.0
+ALLOWED_FACTORIES_ENV = "GWMS_BOOTSTRAP_ALLOWED_FACTORIES"
 ALLOW_LEGACY_ENV = "GWMS_BOOTSTRAP_ALLOW_LEGACY"
 
 LOG = log.get_logger("service")
@@ -189,6 +190,7 @@ class Bootstrap(object):
         raw, middleware, opts = self._fetch()
         self.index = launch_index(middleware, opts)
         decoded = userdata.decode(raw)
+        verify.check_factory(decoded, allowed_factories(args))
         self.userdata = decoded
         self.glidein_id = "%s.%d" % (decoded.glidein_id, self.index)
         LOG.info(
@@ -375,6 +377,12 @@ def run_main(args: argparse.Namespace) -> int:
             handler.close()
 
 
+def allowed_factories(args: argparse.Namespace) -> List[str]:
+    """The factory allow-list from --allowed-factories, else the environment; empty: any."""
+    text = args.allowed_factories or os.environ.get(ALLOWED_FACTORIES_ENV, "")
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -430,6 +438,12 @@ def add_run_parser(subparsers, common_parent: argparse.ArgumentParser) -> argpar
         default=DEFAULT_LOG_INTERVAL,
         metavar="S",
         help="seconds between log uploads while the pilot runs (default %(default)s)",
+    )
+    add(
+        "--allowed-factories",
+        metavar="NAMES",
+        help="comma-separated factory names whose user data this image accepts; default any"
+        " (also %s)" % ALLOWED_FACTORIES_ENV,
     )
     add(
         "--allow-legacy",

@@ -33,6 +33,23 @@ class VerifyError(Exception):
     """The UserData is unusable here; the message says what, where and what to do."""
 
 
+def check_factory(decoded, allowed):
+    """Refuse user data from a factory this image does not accept (an empty list accepts any).
+
+    The check comes before anything in the document is used: an unaccepted factory's log
+    URL, overlays and `disable_shutdown` are never acted on.
+    """
+    if not allowed:
+        return
+    factory = decoded.factory
+    if factory not in allowed:
+        raise VerifyError(
+            "the user data comes from factory %r, which this image does not accept (allowed: %s);"
+            " launch it from an allowed factory or change the image's allow-list"
+            % (factory, ", ".join(sorted(allowed)))
+        )
+
+
 class CertificateTimes(object):
     """notBefore / notAfter of one certificate, in epoch seconds (UTC)."""
 

@@ -501,3 +501,28 @@ def test_the_proxy_file_is_private_to_the_pilot(
     assert stat.S_IMODE(proxy.stat().st_mode) == 0o600
     assert stat.S_IMODE((work_dir / "credentials").stat().st_mode) == 0o700
     assert "BEGIN CERTIFICATE" not in run.stderr
+
+
+def test_user_data_from_a_factory_the_image_does_not_accept_is_never_acted_on(
+    web: FactoryWeb, work_dir: Path, tmp_path: Path, pilot_user: str | None
+) -> None:
+    document = glidein_document(web, disable_shutdown=True)
+    others = "gfactory-prod,gfactory-itb"
+
+    run = run_bootstrap(
+        encode(document), work_dir, tmp_path, pilot_user, "--allowed-factories", others
+    )
+
+    assert_stopped_before_the_pilot(run, "which this image does not accept")
+    # Nothing the document says is used: no status or logs to its factory, and its
+    # disable_shutdown does not keep the VM up.
+    assert web.requests == []
+    accepted = run_bootstrap(
+        encode(document),
+        work_dir,
+        tmp_path,
+        pilot_user,
+        "--allowed-factories",
+        f"{others},{document['factory']}",
+    )
+    assert accepted.pilot_started, accepted.stderr
