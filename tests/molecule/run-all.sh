@@ -34,6 +34,19 @@ if [ "${#roles[@]}" -eq 0 ]; then
 fi
 
 mkdir -p "$logs"
+# The gwms_* scenarios install gwms offline (their containers have no network) from a
+# wheel and a wheelhouse built here, in a directory of their own so that an edit of the
+# tree during a run does not change the wheel under a scenario (idempotence).
+wheels="$repo/build/molecule-wheels"
+echo "run-all: building the gwms wheel and wheelhouse (log: build/molecule/wheels.log)"
+ansible-playbook "$repo/playbooks/wheels.yml" -e gwms_install_offline=true \
+  -e "gwms_build_dir=$wheels" >"$logs/wheels.log" 2>&1 || {
+  echo "run-all: building the wheels failed; see $logs/wheels.log" >&2
+  exit 2
+}
+GWMS_MOLECULE_WHEEL=$(ls "$wheels"/wheels/gwms_cloud-*.whl)
+export GWMS_MOLECULE_WHEEL GWMS_MOLECULE_WHEELHOUSE="$wheels/wheelhouse.tar"
+
 failed=()
 summary=()
 for role in "${roles[@]}"; do
