@@ -157,6 +157,11 @@ class Ec2Cloud(ConfigModel):
     type: Literal["ec2"]
     region: Text = Field(description="region name, e.g. us-east-1")
     endpoint_url: HttpUrl | None = Field(None, description="EC2-compatible endpoint; default AWS")
+    all_or_nothing: Bool = Field(
+        False,
+        description="launch a batch whole or not at all (MinCount=MaxCount), e.g. for moto,"
+        " which launches exactly MinCount instances",
+    )
     credentials: Ec2Credentials = Field(default_factory=lambda: Ec2DefaultChain(type="default"))
     rate_limits: Ec2RateLimits = Field(default_factory=Ec2RateLimits)
     retries: Retries = Field(default_factory=Retries)

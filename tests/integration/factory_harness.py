@@ -4,11 +4,9 @@ The suites drive `gwms factory run --once` as a subprocess against the real `mot
 (optionally behind `tests.fakes.faulty_proxy`) and a real `gwms collector serve`, then
 judge the result from outside: instances in moto by tag, the journal on disk, the logs.
 
-Two test-only knobs, both outside the product:
-- `whole_batches=True` runs the CLI through this module (`python -m
-  tests.integration.factory_harness factory run ...`), which only points the `ec2` cloud
-  type at `Ec2Provider(all_or_nothing=True)`: moto launches exactly MinCount instances
-  (DESIGN.md §3) and the factory config has no knob for it.
+Two knobs:
+- `whole_batches=True` (the default) writes `all_or_nothing: true` on the `ec2` cloud:
+  moto launches exactly MinCount instances (DESIGN.md §3), so batches must ask for all.
 - `later=S` runs the process S seconds in the future through libfaketime (Debian package
   `libfaketime`): "the factory restarted S seconds later", so a batch a crash left
   `launching` with nothing in the cloud is past the reconcile listing grace (2 min).
@@ -75,6 +73,7 @@ def write_factory_config(
     rate_limits: Mapping[str, tuple[float, float]] | None = None,
     retries: Mapping[str, Any] | None = None,
     log_level: str = "INFO",
+    whole_batches: bool = True,
 ) -> Path:
     """A factory file with one `ec2` cloud at `endpoint_url` (moto, or a proxy before it)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +94,7 @@ def write_factory_config(
         f"    region: {REGION}",
         f'    endpoint_url: "{endpoint_url}"',
         f'    credentials: {{type: key_pair, file: "{key_file}"}}',
+        f"    all_or_nothing: {'true' if whole_batches else 'false'}",
     ]
     if rate_limits:
         lines.append("    rate_limits:")
@@ -134,9 +134,8 @@ class FactoryRun:
     seconds: float
 
 
-def factory_argv(config: Path, *, whole_batches: bool = True) -> list[str]:
-    launcher = ["-m", "tests.integration.factory_harness"] if whole_batches else ["-m", "gwms"]
-    return [sys.executable, *launcher, "factory", "run", "--once", "--config", str(config)]
+def factory_argv(config: Path) -> list[str]:
+    return [sys.executable, "-m", "gwms", "factory", "run", "--once", "--config", str(config)]
 
 
 def factory_env(fault: str | None = None, later: int = 0) -> dict[str, str]:
@@ -155,11 +154,11 @@ def factory_env(fault: str | None = None, later: int = 0) -> dict[str, str]:
 
 
 def start_factory(
-    config: Path, *, fault: str | None = None, later: int = 0, whole_batches: bool = True
+    config: Path, *, fault: str | None = None, later: int = 0
 ) -> subprocess.Popen[str]:
     """A factory process running one cycle; the caller ends it by its handle."""
     return subprocess.Popen(
-        factory_argv(config, whole_batches=whole_batches),
+        factory_argv(config),
         cwd=REPO,
         env=factory_env(fault, later),
         stdout=subprocess.PIPE,
@@ -179,12 +178,10 @@ def finish(proc: subprocess.Popen[str], started: float, timeout: float = 120) ->
     return FactoryRun(proc.returncode, out, err, time.monotonic() - started)
 
 
-def run_factory(
-    config: Path, *, fault: str | None = None, later: int = 0, whole_batches: bool = True
-) -> FactoryRun:
+def run_factory(config: Path, *, fault: str | None = None, later: int = 0) -> FactoryRun:
     """`gwms factory run --once --config config` as a subprocess, to its end."""
     started = time.monotonic()
-    return finish(start_factory(config, fault=fault, later=later, whole_batches=whole_batches),
+    return finish(start_factory(config, fault=fault, later=later),
                   started)  # fmt: skip
 
 
@@ -415,26 +412,3 @@ def find_secrets(texts: Iterable[tuple[str, str]], secrets: Mapping[str, str]) -
         for shown in (text, *unwrapped(text)):
             leaks += [f"{where}: {label}" for label, value in wanted.items() if value in shown]
     return sorted(set(leaks))
-
-
-# --- the launcher: `python -m tests.integration.factory_harness factory run ...` ---------------
-
-
-def _whole_batch_ec2(cloud: Any, **kwargs: Any) -> Any:
-    """Ec2Provider sending MinCount=MaxCount: moto then launches whole batches."""
-    from gwms.factory.providers.ec2 import Ec2Provider
-
-    return Ec2Provider(cloud, all_or_nothing=True, **kwargs)
-
-
-def main(argv: Sequence[str]) -> int:
-    """The real `gwms` CLI, with the `ec2` cloud type built for whole batches."""
-    from gwms import cli
-    from gwms.factory.providers import registry
-
-    registry.PROVIDERS["ec2"] = "tests.integration.factory_harness:_whole_batch_ec2"
-    return cli.main(list(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

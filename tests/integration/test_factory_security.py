@@ -85,7 +85,7 @@ def test_untrusted_requests_are_refused_with_their_reason_and_no_secret_is_ever_
         frontends=(h.FrontendRef(h.FRONTEND, h.FRONTEND_ID), OTHER),
         log_level=log_level,
     )
-    runs = [h.run_factory(config, whole_batches=False)]  # publishes the entry ad
+    runs = [h.run_factory(config)]  # publishes the entry ad
     assert runs[0].returncode == 0, runs[0].stderr[-3000:]
 
     pki = h.make_pki()
@@ -111,7 +111,7 @@ def test_untrusted_requests_are_refused_with_their_reason_and_no_secret_is_ever_
         stranger, pki, idle=3, max_running=3, frontend=STRANGER.name, identity=STRANGER.identity
     )
 
-    runs.append(h.run_factory(config, whole_batches=False))
+    runs.append(h.run_factory(config))
     assert runs[1].returncode == 0, runs[1].stderr[-3000:]
     log = runs[1].stderr
     expected = {

@@ -49,6 +49,8 @@ def build_provider(
             " install gwms-cloud with its cloud dependencies"
         ) from exc
     kwargs: dict[str, Any] = {"factory": factory, **overrides}
+    if getattr(cloud, "all_or_nothing", False):
+        kwargs.setdefault("all_or_nothing", True)
     if credential is not None:
         kwargs["credential"] = credential
     return cls(cloud, **kwargs)
