@@ -34,6 +34,7 @@ from tests.fakes.factory_web import (
     glidein_document,
     proxy_pem,
 )
+from tests.fakes.pilot_user import ensure_pilot_user
 
 pytestmark = pytest.mark.integration
 
@@ -77,21 +78,8 @@ def python36() -> str | None:
 @pytest.fixture(scope="module")
 def pilot_user() -> Iterator[str | None]:
     """A real unprivileged user for the pilot (created when root), None when not root."""
-    if os.geteuid() != 0:
-        yield None
-        return
-    created = False
-    try:
-        pwd.getpwnam(PILOT_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", PILOT_USER],
-            check=True,
-        )
-        created = True
-    yield PILOT_USER
-    if created:
-        subprocess.run(["userdel", PILOT_USER], check=False)
+    with ensure_pilot_user(PILOT_USER) as user:
+        yield user
 
 
 @pytest.fixture

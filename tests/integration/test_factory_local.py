@@ -47,7 +47,7 @@ from tests.integration.test_local_provider import (
     TEST_PILOT,
     VmHost,
     alive,
-    ensure_pilot_user,
+    pilot_user_for_vms,
     vm_host,
     wait_for,
 )
@@ -90,7 +90,7 @@ def write_config(tmp: Path, base_dir: Path, *, collector: CollectorProcess | Non
 
 @pytest.fixture(scope="session")
 def pilot_user() -> Iterator[str | None]:
-    with ensure_pilot_user() as user:
+    with pilot_user_for_vms() as user:
         yield user
 
 

@@ -39,6 +39,7 @@ from gwms.localvm import runner
 from gwms.localvm.vm import descendants
 from gwms_context import userdata
 from tests.fakes.factory_web import FactoryWeb, glidein_document
+from tests.fakes.pilot_user import ensure_pilot_user
 
 pytestmark = pytest.mark.integration
 
@@ -81,23 +82,10 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def ensure_pilot_user() -> Iterator[str | None]:
-    """A real unprivileged pilot user when root (created and removed here), else None."""
-    if os.geteuid() != 0:
-        yield None
-        return
-    created = False
-    try:
-        pwd.getpwnam(PILOT_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", PILOT_USER],
-            check=True,
-        )
-        created = True
-    yield PILOT_USER
-    if created:
-        subprocess.run(["userdel", PILOT_USER], check=False)
+def pilot_user_for_vms() -> Iterator[str | None]:
+    """The pilot user local VMs drop to when the tests run as root."""
+    with ensure_pilot_user(PILOT_USER) as user:
+        yield user
 
 
 class VmHost:
@@ -142,7 +130,7 @@ def vm_host() -> Iterator[VmHost]:
 
 @pytest.fixture(scope="session")
 def pilot_user() -> Iterator[str | None]:
-    with ensure_pilot_user() as user:
+    with pilot_user_for_vms() as user:
         yield user
 
 
