@@ -102,8 +102,8 @@ def _json_to_ads(items: Any, where: str) -> list[classad2.ClassAd]:
     return [classads.json_to_ad(item, where) for item in items]
 
 
-class EmbeddedCollector:
-    """`Collector` over the embedded collector's HTTP API."""
+class _EmbeddedClient:
+    """What both embedded clients share: one HTTP session with the server's URL and token."""
 
     def __init__(
         self,
@@ -116,6 +116,14 @@ class EmbeddedCollector:
 
     def __repr__(self) -> str:
         return repr(self.http).replace("_Http", type(self).__name__)
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self.http.close()
+
+
+class EmbeddedCollector(_EmbeddedClient):
+    """`Collector` over the embedded collector's HTTP API."""
 
     def advertise(self, ads: Sequence[classad2.ClassAd], lifetime: int | None = None) -> int:
         """Store or replace `ads`; the server stamps AuthenticatedIdentity from our token."""
@@ -141,25 +149,9 @@ class EmbeddedCollector:
         body = {"type": ad_type, "constraint": _constraint(constraint)}
         return int(self.http.post(f"{API}/ads/invalidate", body).get("invalidated", 0))
 
-    def close(self) -> None:
-        """Release the HTTP connections."""
-        self.http.close()
 
-
-class EmbeddedSchedd:
+class EmbeddedSchedd(_EmbeddedClient):
     """`Schedd` over the embedded collector's HTTP API, including the pilot's claim/complete."""
-
-    def __init__(
-        self,
-        url: str,
-        token_file: str | Path | None = None,
-        ca_file: str | Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self.http = _Http(url, token_file, ca_file, timeout)
-
-    def __repr__(self) -> str:
-        return repr(self.http).replace("_Http", type(self).__name__)
 
     def submit(self, job_ads: Sequence[classad2.ClassAd]) -> list[str]:
         """Queue `job_ads` as one cluster; return their "cluster.proc" ids."""
@@ -196,7 +188,3 @@ class EmbeddedSchedd:
         body = {"exit_code": int(exit_code), "output_tail": output_tail}
         job = self.http.post(f"{API}/jobs/{job_id}/complete", body).get("job")
         return classads.json_to_ad(job, "job")
-
-    def close(self) -> None:
-        """Release the HTTP connections."""
-        self.http.close()
