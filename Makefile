@@ -3,9 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the test suite drives for real (see README "What the tests need").
-SYSTEM_PACKAGES ?= globus-proxy-utils openssl libfaketime packer
+# Debian packages the tests drive for real (see README "What the tests need"): proxy tools,
+# libfaketime, Packer, and what the image build and boot need (qemu, debootstrap, xorriso).
+# Podman and its settings come from tests/molecule/setup-host.sh.
+SYSTEM_PACKAGES ?= globus-proxy-utils openssl libfaketime packer \
+	qemu-system-x86 qemu-utils debootstrap e2fsprogs xorriso
 PYTEST_ARGS ?=
+# The suites `make test` runs side by side (tests/run-suites.sh): suite, molecule, image.
+SUITES ?= molecule image suite
 
 .DEFAULT_GOAL := help
 
@@ -43,22 +48,23 @@ lint: venv ## ruff and yamllint over the whole tree (ansible-lint runs in the te
 	$(BIN)/ruff check .
 	$(BIN)/yamllint -s .
 
+.PHONY: host-deps
+host-deps: system-deps ## Debian packages, podman and its containers.conf (root or sudo)
+	tests/molecule/setup-host.sh
+
 .PHONY: test
-test: system-deps venv ## Install everything the tests need, then lint and run the whole suite
+test: host-deps venv ## Install everything, lint, then run every suite side by side (root; ~20 min)
 	$(BIN)/ruff check .
 	$(BIN)/yamllint -s .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	VENV=$(VENV) PYTEST_ARGS='$(PYTEST_ARGS)' tests/run-suites.sh $(SUITES)
 
 .PHONY: molecule
-molecule: venv ## Every role's Molecule scenario and the site playbook in podman (root; 30+ min)
-	tests/molecule/setup-host.sh
-	tests/molecule/run-all.sh
-	$(BIN)/python -m pytest -m molecule $(PYTEST_ARGS)
+molecule: host-deps venv ## Only every role's Molecule scenario and site.yml in podman (root; ~8 min)
+	VENV=$(VENV) PYTEST_ARGS='$(PYTEST_ARGS)' tests/run-suites.sh molecule
 
 .PHONY: image-test
-image-test: venv ## Build the qemu image with Packer and boot it (root; 15+ min under TCG)
-	$(MAKE) system-deps SYSTEM_PACKAGES="packer qemu-system-x86 qemu-utils debootstrap e2fsprogs xorriso"
-	$(BIN)/python -m pytest -m image_build $(PYTEST_ARGS)
+image-test: host-deps venv ## Only the qemu image build with Packer and its boots (root; ~15 min)
+	VENV=$(VENV) PYTEST_ARGS='$(PYTEST_ARGS)' tests/run-suites.sh image
 
 .PHONY: test-fast
 test-fast: venv ## Only the fast tests (no slow, integration or e2e)

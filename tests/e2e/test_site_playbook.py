@@ -150,7 +150,7 @@ def deployed(container: str, tmp_path_factory: pytest.TempPathFactory) -> str:
         "all:\n"
         "  hosts:\n"
         "    gwms-local:\n"
-        "      ansible_connection: containers.podman.podman\n"
+        "      ansible_connection: gwms_podman\n"
         f"      ansible_host: {container}\n"
         "      ansible_python_interpreter: /usr/bin/python3\n"
     )
@@ -158,6 +158,9 @@ def deployed(container: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["ANSIBLE_FORCE_COLOR"] = "false"
     env["ANSIBLE_NOCOLOR"] = "true"
+    # The podman connection with pipelining: one `podman exec` per task (about twice as fast).
+    env["ANSIBLE_CONNECTION_PLUGINS"] = str(REPO / "tests" / "molecule" / "connection_plugins")
+    env["ANSIBLE_PIPELINING"] = "true"
     result = subprocess.run(
         [
             str(BIN / "ansible-playbook"),

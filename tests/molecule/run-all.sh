@@ -2,9 +2,12 @@
 # Run `molecule test` (destroy, create, converge, idempotence, verify, destroy) for each
 # role given, or for every role under roles/ with a molecule/default scenario; fail if any
 # fails. Builds the base image first when it is missing or stale. Logs: build/molecule/.
+# Scenarios run GWMS_MOLECULE_JOBS at a time (default 2): each container has its own name
+# and most of a scenario's time is spent waiting on `podman exec`, not on the CPU.
 #
-#   tests/molecule/run-all.sh                 # every role
-#   tests/molecule/run-all.sh cvmfs htcondor  # some roles
+#   tests/molecule/run-all.sh                        # every role
+#   tests/molecule/run-all.sh cvmfs htcondor         # some roles
+#   GWMS_MOLECULE_JOBS=1 tests/molecule/run-all.sh   # one after the other
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,10 +26,15 @@ done
 
 roles=("$@")
 if [ "${#roles[@]}" -eq 0 ]; then
+  # The scenarios that install the gwms wheel take longest: start them first, so that
+  # the short ones fill the gaps when scenarios run side by side.
+  slow=() quick=()
   for scenario in "$repo"/roles/*/molecule/default/molecule.yml; do
     [ -e "$scenario" ] || continue
-    roles+=("$(basename "$(dirname "$(dirname "$(dirname "$scenario")")")")")
+    role=$(basename "$(dirname "$(dirname "$(dirname "$scenario")")")")
+    if grep -q GWMS_MOLECULE_WHEEL "$scenario"; then slow+=("$role"); else quick+=("$role"); fi
   done
+  roles=("${slow[@]}" "${quick[@]}")
 fi
 if [ "${#roles[@]}" -eq 0 ]; then
   echo "run-all: no role has a molecule/default scenario under $repo/roles" >&2
@@ -47,22 +55,42 @@ ansible-playbook "$repo/playbooks/wheels.yml" -e gwms_install_offline=true \
 GWMS_MOLECULE_WHEEL=$(ls "$wheels"/wheels/gwms_cloud-*.whl)
 export GWMS_MOLECULE_WHEEL GWMS_MOLECULE_WHEELHOUSE="$wheels/wheelhouse.tar"
 
+jobs="${GWMS_MOLECULE_JOBS:-2}"
+case "$jobs" in
+  '' | *[!0-9]* | 0) echo "run-all: GWMS_MOLECULE_JOBS must be a positive integer, not '$jobs'" >&2; exit 2 ;;
+esac
+
+# One scenario, in the background: its log, then its exit code and seconds in $logs/$role.result.
+run_scenario() {
+  local role=$1 start=$SECONDS rc
+  (cd "$repo/roles/$role" && molecule test) >"$logs/$role.log" 2>&1
+  rc=$?
+  echo "$rc $((SECONDS - start))" >"$logs/$role.result"
+}
+
+for role in "${roles[@]}"; do
+  rm -f "$logs/$role.result"
+  if [ ! -f "$repo/roles/$role/molecule/default/molecule.yml" ]; then
+    echo "run-all: $repo/roles/$role/molecule/default/molecule.yml is missing; give a role that has a scenario" >&2
+    echo "2 0 no-scenario" >"$logs/$role.result"
+    continue
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  echo "run-all: $role: molecule test (log: build/molecule/$role.log)"
+  run_scenario "$role" &
+done
+wait
+
 failed=()
 summary=()
 for role in "${roles[@]}"; do
-  dir="$repo/roles/$role"
-  if [ ! -f "$dir/molecule/default/molecule.yml" ]; then
-    echo "run-all: $dir/molecule/default/molecule.yml is missing; give a role that has a scenario" >&2
+  read -r rc took note <"$logs/$role.result" || { rc=2 took=0 note=no-result; }
+  if [ "${note:-}" = no-scenario ]; then
     failed+=("$role")
     summary+=("$(printf '%-20s %s' "$role" 'no scenario')")
-    continue
-  fi
-  echo "run-all: $role: molecule test (log: build/molecule/$role.log)"
-  start=$SECONDS
-  (cd "$dir" && molecule test) >"$logs/$role.log" 2>&1
-  rc=$?
-  took=$((SECONDS - start))
-  if [ "$rc" -eq 0 ]; then
+  elif [ "$rc" -eq 0 ]; then
     summary+=("$(printf '%-20s passed  %4ss' "$role" "$took")")
   else
     failed+=("$role")
@@ -74,7 +102,7 @@ for role in "${roles[@]}"; do
 done
 
 echo
-echo "run-all: Molecule results"
+echo "run-all: Molecule results ($jobs at a time, ${SECONDS}s in all)"
 printf '  %s\n' "${summary[@]}"
 passed=$(( ${#roles[@]} - ${#failed[@]} ))
 echo "${passed} passed, ${#failed[@]} failed"
