@@ -20,6 +20,7 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv="${VENV:-$repo/.venv}"
+venv=$(cd "$repo" && cd "$venv" 2>/dev/null && pwd) || { echo "run-suites: no virtualenv at ${VENV:-$repo/.venv}; run make venv" >&2; exit 2; }
 python="$venv/bin/python"
 logs="$repo/build/suites"
 read -r -a pytest_args <<<"${PYTEST_ARGS:-}"
@@ -32,11 +33,20 @@ for name in "${suites[@]}"; do
     *) echo "run-suites: unknown suite '$name'; give any of: suite molecule image" >&2; exit 2 ;;
   esac
 done
-[ -x "$python" ] || { echo "run-suites: $python is missing; run 'make venv' first" >&2; exit 2; }
+[ -x "$python" ] || { echo "run-suites: $python is missing; run make venv" >&2; exit 2; }
 mkdir -p "$logs"
 cd "$repo" || exit 2
 
+# One suite; it also leaves "<exit status> <seconds>" in $logs/<name>.status.
 run_suite() {
+  local began=$SECONDS rc
+  run_suite_commands "$1"
+  rc=$?
+  echo "$rc $((SECONDS - began))" >"$logs/$1.status"
+  return "$rc"
+}
+
+run_suite_commands() {
   case "$1" in
     suite) "$python" -m pytest "${pytest_args[@]}" ;;
     molecule)
@@ -50,11 +60,11 @@ run_suite() {
 
 # Each background suite in a process group of its own (set -m), so that it can be stopped whole.
 set -m
-declare -A pid started took status
+declare -A pid took status
 background=()
 for name in "${suites[@]}"; do
   [ "$name" = suite ] && continue
-  started[$name]=$SECONDS
+  rm -f "$logs/$name.status"
   run_suite "$name" >"$logs/$name.log" 2>&1 </dev/null &
   pid[$name]=$!
   background+=("$name")
@@ -80,10 +90,9 @@ trap stop_background INT TERM
 
 for name in "${suites[@]}"; do
   [ "$name" = suite ] || continue
-  started[suite]=$SECONDS
   run_suite suite
   status[suite]=$?
-  took[suite]=$((SECONDS - started[suite]))
+  read -r _ "took[suite]" <"$logs/suite.status" || took[suite]='?'
 done
 
 # Wait for the background suites, saying every minute which are still running.
@@ -96,7 +105,7 @@ while [ "${#remaining[@]}" -gt 0 ]; do
     else
       wait "${pid[$name]}"
       status[$name]=$?
-      took[$name]=$((SECONDS - started[$name]))
+      read -r _ "took[$name]" <"$logs/$name.status" || took[$name]='?'
     fi
   done
   remaining=("${still[@]}")

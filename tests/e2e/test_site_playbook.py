@@ -4,7 +4,7 @@ Against a podman container running systemd (the Molecule base image, no network)
 collector, factory and frontend run as systemd services and answer over HTTP, the factory's
 entry ad reaches the collector under the factory's identity, and the frontend completes
 cycles against it. Skipped when podman, the base image or Ansible is missing (see
-docs/ansible.md: tests/molecule/setup-host.sh and make-base-image.sh). About 4-6 minutes.
+docs/ansible.md: tests/molecule/setup-host.sh and make-base-image.sh). About 1.5 minutes.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 IMAGE = os.environ.get("GWMS_MOLECULE_IMAGE", "localhost/gwms-debian12-systemd:latest")
 
-# The deployment alone takes 4-6 min on 2 idle cores, much more on a loaded machine.
-# Deselected from `make test` (podman over 10 min here); `make molecule` runs it.
+# The deployment takes about 1.5 min on 2 idle cores, more on a loaded machine. Deselected
+# from plain pytest: the molecule suite of tests/run-suites.sh (`make test`) runs it.
 pytestmark = [
     pytest.mark.molecule,
     pytest.mark.e2e,

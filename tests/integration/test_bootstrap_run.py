@@ -311,10 +311,12 @@ def test_sigterm_stops_the_pilot_ships_the_logs_and_leaves_power_to_the_system(
         bootstrap = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
         try:
             pilot_marker = work_dir / "pilot" / "marker.txt"
+            # The shell creates the file before it writes the lines: wait for the last one,
+            # or a loaded machine may send the signal before the pilot wrote its pid.
             deadline = time.monotonic() + 20
-            while not pilot_marker.exists() and time.monotonic() < deadline:
+            while time.monotonic() < deadline and "args=" not in _read(pilot_marker):
                 time.sleep(0.05)
-            assert pilot_marker.exists()
+            assert "args=" in _read(pilot_marker)
             os.kill(bootstrap.pid, 15)
             _, stderr = bootstrap.communicate(timeout=30)
         finally:
@@ -329,6 +331,13 @@ def test_sigterm_stops_the_pilot_ships_the_logs_and_leaves_power_to_the_system(
     assert not marker.exists()
     pilot_pid = int(pilot_marker.read_text().split("pid=")[1].split()[0])
     assert not Path(f"/proc/{pilot_pid}").exists()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _tarball(script: bytes) -> bytes:

@@ -12,6 +12,8 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv="${VENV:-$repo/.venv}"
+# Absolute: each scenario runs from its role directory (make passes VENV=.venv).
+venv=$(cd "$repo" && cd "$venv" 2>/dev/null && pwd) || { echo "run-all: no virtualenv at ${VENV:-$repo/.venv}; run make venv" >&2; exit 2; }
 export PATH="$venv/bin:$PATH"
 export NO_COLOR=1 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 logs="$repo/build/molecule"

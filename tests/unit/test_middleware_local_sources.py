@@ -2,11 +2,13 @@
 
 import gzip
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from gwms_context import service
 from gwms_context.middleware import cloudinit, nocloud, openstack
 from gwms_context.middleware.base import FetchOptions, MiddlewareError, mounted_read_only
 from tests.fakes.metadata import make_vm_root
@@ -56,6 +58,51 @@ def test_a_config_drive_that_cannot_be_mounted_is_an_error_suggesting_a_director
     assert message.startswith(f"cannot mount {root}/dev/disk/by-label/config-2 read-only: ")
     assert "--config-drive DIR" in message
     assert "\n" not in message
+
+
+def fake_mount_tools(bin_dir: Path) -> Path:
+    """`mount -o ro DEV DIR` that copies the directory DEV into DIR; `umount DIR` empties it.
+
+    This machine's kernel cannot mount an ISO; the real drive is mounted in the image
+    boot test (tests/e2e/test_image_build.py).
+    """
+    bin_dir.mkdir()
+    (bin_dir / "mount").write_text('#!/bin/sh\ncp -R "$3"/. "$4"/\n')
+    (bin_dir / "umount").write_text('#!/bin/sh\nfind "$1" -mindepth 1 -delete\n')
+    for tool in ("mount", "umount"):
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir
+
+
+def test_with_a_config_drive_attached_the_meta_data_comes_from_it_not_from_nova(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Booted with a config drive and no metadata service: asking Nova would cost the whole
+    # HTTP deadline before the pilot starts. The drive answers, so Nova is never asked.
+    drive = config_drive(tmp_path / "drive", USER_DATA)
+    (drive / "openstack/latest/meta_data.json").write_text('{"uuid": "u-1", "launch_index": 3}')
+    root = make_vm_root(tmp_path / "root", labels=("config-2",))
+    (root / "dev/disk/by-label/config-2").unlink()
+    (root / "dev/disk/by-label/config-2").symlink_to(drive)
+    bin_dir = fake_mount_tools(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    unreachable = "http://127.0.0.1:9"  # only if --metadata-url is given
+
+    opts = FetchOptions(root=str(root), timeout=0.5, deadline=1.0)
+    assert openstack.fetch(opts) == USER_DATA
+    assert openstack.meta_data(opts) == {"uuid": "u-1", "launch_index": 3}
+    assert service.launch_index(openstack.NAME, opts) == 3
+
+    # An explicit --metadata-url still means the service, drive or not.
+    with pytest.raises(MiddlewareError, match=re.escape(unreachable)):
+        openstack.meta_data(FetchOptions(root=str(root), metadata_url=unreachable, deadline=1.0))
+
+
+def test_meta_data_with_a_drive_that_cannot_be_mounted_names_the_drive(tmp_path: Path) -> None:
+    root = make_vm_root(tmp_path / "root", labels=("config-2",))
+
+    with pytest.raises(MiddlewareError, match=r"cannot mount .*config-2 read-only"):
+        openstack.meta_data(FetchOptions(root=str(root)))
 
 
 def test_the_temporary_mount_point_is_removed_even_when_mount_fails(tmp_path: Path) -> None:

@@ -56,12 +56,19 @@ def detect(root: str) -> Detection:
     return Detection.from_findings(findings)
 
 
+def _attached_drive(opts: FetchOptions) -> Optional[str]:
+    """The config-2 device to read, unless --metadata-url asks for the service instead."""
+    if opts.metadata_url:
+        return None
+    return find_label(opts.root, *DRIVE_LABELS)
+
+
 def fetch(opts: FetchOptions) -> Optional[bytes]:
     """User data from --config-drive DIR, else the config-2 drive, else the metadata service."""
     if opts.config_drive:
         return _user_data_from_drive(opts.config_drive)
-    device = find_label(opts.root, *DRIVE_LABELS)
-    if device and not opts.metadata_url:
+    device = _attached_drive(opts)
+    if device:
         LOG.info("reading user data from the config drive %s", device)
         with mounted_read_only(device, timeout=max(1.0, opts.deadline)) as mountpoint:
             return _user_data_from_drive(mountpoint)
@@ -83,9 +90,17 @@ def fetch(opts: FetchOptions) -> Optional[bytes]:
 
 
 def meta_data(opts: FetchOptions) -> dict:
-    """The instance's meta_data.json (uuid, name, availability_zone, meta, ...)."""
+    """The instance's meta_data.json (uuid, name, availability_zone, meta, ...).
+
+    From the same place fetch() took the user data: a VM booted with a config drive often
+    has no metadata service at all, and asking it costs the whole HTTP deadline at boot.
+    """
     if opts.config_drive:
         return _meta_data_from_drive(opts.config_drive)
+    device = _attached_drive(opts)
+    if device:
+        with mounted_read_only(device, timeout=max(1.0, opts.deadline)) as mountpoint:
+            return _meta_data_from_drive(mountpoint)
     try:
         return _meta_data_from_service(opts.http_client(), opts.base_url(DEFAULT_URL))
     except HttpError as exc:
