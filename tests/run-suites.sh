@@ -54,7 +54,8 @@ run_suite_commands() {
         VENV="$venv" tests/molecule/run-all.sh &&
         "$python" -m pytest -m molecule "${pytest_args[@]}"
       ;;
-    image) "$python" -m pytest -m image_build "${pytest_args[@]}" ;;
+    # -rP: the passed tests' output too, where the build and boot times are printed.
+    image) "$python" -m pytest -m image_build -rP "${pytest_args[@]}" ;;
   esac
 }
 
