@@ -19,6 +19,9 @@ locals {
     ["-initrd", var.qemu_initrd],
     ["-append", var.qemu_append],
   ]
+  # A cloud image's cloud-init reads the NoCloud seed (label cidata) that gives the build key
+  # to its login user; gwms image build makes it (gwms/images/seed.py).
+  qemu_seed_args = var.qemu_seed_iso == "" ? [] : [["-cdrom", var.qemu_seed_iso]]
 }
 
 source "amazon-ebs" "glidein" {
@@ -79,7 +82,7 @@ source "qemu" "glidein" {
   memory               = var.qemu_memory
   cpus                 = var.qemu_cpus
   headless             = true
-  qemuargs             = local.qemu_kernel_args
+  qemuargs             = concat(local.qemu_kernel_args, local.qemu_seed_args)
   boot_wait            = "1s"
   output_directory     = var.qemu_output_directory
   vm_name              = "${local.image_name}.qcow2"

@@ -153,6 +153,12 @@ variable "qemu_append" {
   default = "root=/dev/vda rw console=ttyS0"
 }
 
+variable "qemu_seed_iso" {
+  type        = string
+  default     = ""
+  description = "NoCloud seed ISO (label cidata) with the build key, for a cloud image source; gwms image build makes it."
+}
+
 variable "qemu_accelerator" {
   type        = string
   default     = "kvm"

@@ -83,8 +83,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--qemu-source",
         choices=("debootstrap", "var-files"),
         default="debootstrap",
-        help="qemu: make the source disk with debootstrap (default) or take qemu_source"
-        " from the var files",
+        help="qemu: make the source disk with debootstrap (default), or take qemu_source"
+        " (a cloud image) from the var files and give its ssh_username the build key"
+        " through a NoCloud seed (needs xorriso)",
     )
     parser.add_argument("--packer", default="packer", help="packer executable (default: PATH)")
 

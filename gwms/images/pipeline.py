@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gwms.errors import GwmsError
-from gwms.images import sourcedisk
+from gwms.images import seed, sourcedisk
 from gwms.images.hashing import InputHash, content_hash
 from gwms.images.manifest import ImageRecord, Manifest, records_from_artifact
 from gwms.images.packer import Packer, PackerEvent, PackerRun
@@ -85,11 +86,20 @@ class BuildPlan:
             return QEMU_REGION
         if self.region:
             return self.region
-        if "region" in self.variables:
-            return self.variables["region"]
+        return self.variable("region")
+
+    def variable(self, name: str) -> str:
+        """A string variable as Packer will see it: --var, else the last var file setting it.
+
+        Only `name = "value"` lines are read: enough for the few values the wrapper needs
+        (region, ssh_username) without an HCL parser.
+        """
+        if name in self.variables:
+            return self.variables[name]
         found = ""
+        pattern = re.compile(rf'^\s*{re.escape(name)}\s*=\s*"([^"]*)"', re.M)
         for path in self.layered_var_files():
-            for match in re.finditer(r'^\s*region\s*=\s*"([^"]*)"', path.read_text(), re.M):
+            for match in pattern.finditer(path.read_text()):
                 found = match.group(1)
         return found
 
@@ -143,8 +153,20 @@ def decide(plan: BuildPlan, manifest: Manifest, current: InputHash, *, force: bo
     )
 
 
+@dataclass(frozen=True)
+class CloudImageLogin:
+    """How Packer logs in to a cloud image source: the NoCloud seed and the key it carries."""
+
+    seed_iso: Path
+    key_file: Path
+
+
 def packer_variables(
-    plan: BuildPlan, *, for_validate: bool = False, source: sourcedisk.SourceDisk | None = None
+    plan: BuildPlan,
+    *,
+    for_validate: bool = False,
+    source: sourcedisk.SourceDisk | None = None,
+    login: CloudImageLogin | None = None,
 ) -> dict[str, str]:
     """-var values: the operator's, then what this machine needs (ansible, qemu source)."""
     values: dict[str, str] = {}
@@ -169,6 +191,9 @@ def packer_variables(
         )
         if not for_validate:
             values["ssh_private_key_file"] = str(source.key_file)
+    elif login is not None:
+        values["qemu_seed_iso"] = str(login.seed_iso)
+        values["ssh_private_key_file"] = str(login.key_file)
     return values
 
 
@@ -216,25 +241,12 @@ def build(
                 " --os debian12, or use --qemu-source var-files with a cloud image"
             )
         source = sourcedisk.ensure(plan.root, progress=progress)
-    variables = packer_variables(plan, source=source)
-    if plan.provider == "qemu":
-        output_root = plan.output_root or sourcedisk.cache_dir() / "artifacts"
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = output_root / f"qemu-{plan.os_name}-{stamp}-{current.digest[:8]}"
-        serial = 1
-        while out.exists():  # Packer refuses an existing output directory
-            serial += 1
-            out = output_root / f"qemu-{plan.os_name}-{stamp}-{current.digest[:8]}-{serial}"
-        output_root.mkdir(parents=True, exist_ok=True)
-        variables["qemu_output_directory"] = str(out)
-    run = packer.build(
-        plan.images_dir,
-        var_files=plan.layered_var_files(),
-        variables=variables,
-        only=[plan.only],
-        force=force,
-        on_event=on_event,
-    )
+    with tempfile.TemporaryDirectory(prefix="gwms-image-") as scratch:
+        login = None
+        if plan.provider == "qemu" and plan.qemu_source != "debootstrap":
+            login = cloud_image_login(plan, Path(scratch), progress)
+        variables = packer_variables(plan, source=source, login=login)
+        run = _run_packer(plan, packer, variables, current.digest, force=force, on_event=on_event)
     if not run.ok:
         last = _first_cause(run) or "see the output above"
         raise ImageBuildError(
@@ -255,6 +267,46 @@ def build(
         manifest.add(record)
     manifest.save()
     return BuildOutcome(decision, records, run, elapsed)
+
+
+def cloud_image_login(
+    plan: BuildPlan, scratch: Path, progress: Callable[[str], None]
+) -> CloudImageLogin:
+    """The build key and a NoCloud seed giving it to the cloud image's login user."""
+    key_file = sourcedisk.build_key(sourcedisk.cache_dir())
+    user = plan.variable("ssh_username")
+    iso = seed.write(scratch / "seed.iso", user=user, public_key_file=Path(f"{key_file}.pub"))
+    progress(f"cloud image login: NoCloud seed for user {user!r} with the build key ({iso})")
+    return CloudImageLogin(seed_iso=iso, key_file=key_file)
+
+
+def _run_packer(
+    plan: BuildPlan,
+    packer: Packer,
+    variables: dict[str, str],
+    digest: str,
+    *,
+    force: bool,
+    on_event: Callable[[PackerEvent], None] | None,
+) -> PackerRun:
+    if plan.provider == "qemu":
+        output_root = plan.output_root or sourcedisk.cache_dir() / "artifacts"
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = output_root / f"qemu-{plan.os_name}-{stamp}-{digest[:8]}"
+        serial = 1
+        while out.exists():  # Packer refuses an existing output directory
+            serial += 1
+            out = output_root / f"qemu-{plan.os_name}-{stamp}-{digest[:8]}-{serial}"
+        output_root.mkdir(parents=True, exist_ok=True)
+        variables["qemu_output_directory"] = str(out)
+    return packer.build(
+        plan.images_dir,
+        var_files=plan.layered_var_files(),
+        variables=variables,
+        only=[plan.only],
+        force=force,
+        on_event=on_event,
+    )
 
 
 def _records(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gwms.cli import main
+from gwms.images import sourcedisk
 from gwms.images.packer import Packer
 from gwms.images.pipeline import BuildPlan, validate
 from tests.fakes.openstack import OpenStackCloud
@@ -78,6 +79,28 @@ def test_openstack_validation_fails_when_keystone_refuses(openstack_cloud: OpenS
 @pytest.mark.parametrize("os_name", OSES)
 def test_the_qemu_source_validates_with_the_local_source_disk(os_name: str) -> None:
     run = validate(_plan("qemu", os_name), Packer())
+    assert run.ok, run.errors
+
+
+@pytest.mark.parametrize("os_name", OSES)
+def test_the_qemu_source_validates_as_a_cloud_image_with_a_nocloud_seed(
+    os_name: str, tmp_path: Path
+) -> None:
+    # What `gwms image build --qemu-source var-files` passes: the OS file's cloud image,
+    # its own bootloader (no kernel), the seed as a CD-ROM, and the build key. A literal
+    # checksum: the OS file's `file:https://...` would make validate fetch it.
+    key = sourcedisk.build_key(tmp_path)  # Packer parses it
+    plan = _plan(
+        "qemu",
+        os_name,
+        {
+            "qemu_seed_iso": str(tmp_path / "seed.iso"),
+            "ssh_private_key_file": str(key),
+            "qemu_source_checksum": "sha256:" + "0" * 64,
+        },
+    )
+    plan.qemu_source = "var-files"
+    run = validate(plan, Packer())
     assert run.ok, run.errors
 
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gwms.cli import main
+from gwms.images import seed
 from gwms.images.manifest import Manifest
 from gwms.images.packer import Packer
 from gwms.images.pipeline import BuildPlan, ImageBuildError, build
+from gwms.images.seed import SeedError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +39,8 @@ if args[0] == "version":
     sys.exit(0)
 only = next(a.split("=", 1)[1] for a in args if a.startswith("-only="))
 variables = dict(a[5:].split("=", 1) for a in args if a.startswith("-var="))
+if variables.get("qemu_seed_iso"):  # keep what the VM would have seen
+    (log.parent / "seed-seen.iso").write_bytes(Path(variables["qemu_seed_iso"]).read_bytes())
 if os.environ.get("FAKE_PACKER_FAIL"):
     print("4,,ui,message,    " + only + ": fatal: [default]: FAILED! => no package htcondor")
     print("5,,ui,error,Build '" + only + "' errored: Error executing Ansible")
@@ -73,6 +79,7 @@ def packer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Packer:
     script.write_text(f"#!{sys.executable}\n{FAKE_PACKER}")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("FAKE_PACKER_LOG", str(tmp_path / "packer-argv.log"))
+    monkeypatch.setenv("GWMS_IMAGE_CACHE", str(tmp_path / "image-cache"))  # the build key
     return Packer(str(script))
 
 
@@ -174,6 +181,62 @@ def test_a_qemu_image_that_was_deleted_is_rebuilt(
     decision = build(plan, packer, manifest_path).decision
     assert decision.build
     assert "is gone" in decision.reason
+
+
+def _extract_iso(iso: Path, into: Path) -> str:
+    """The ISO's files under `into`; returns its volume id."""
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(into)],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    info = subprocess.run(
+        ["xorriso", "-indev", str(iso), "-pvd_info"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in (info.stdout + info.stderr).splitlines()
+        if line.startswith("Volume Id")
+    )
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="needs xorriso (make test installs it)")
+def test_a_cloud_image_build_gets_a_nocloud_seed_with_the_build_key(
+    repo: Path, tmp_path: Path, packer: Packer
+) -> None:
+    plan = BuildPlan(
+        root=repo, provider="qemu", qemu_source="var-files", output_root=tmp_path / "artifacts"
+    )
+    build(plan, packer, tmp_path / "manifest.json")
+
+    variables = dict(a[5:].split("=", 1) for a in _argv(tmp_path) if a.startswith("-var="))
+    key_file = tmp_path / "image-cache" / "build-key"
+    assert variables["ssh_private_key_file"] == str(key_file)
+    assert "qemu_kernel" not in variables  # the cloud image boots with its own bootloader
+    assert not Path(variables["qemu_seed_iso"]).exists(), "the seed outlives the build"
+    files = tmp_path / "seed"
+    assert _extract_iso(tmp_path / "seed-seen.iso", files) == "cidata"
+    user_data = (files / "user-data").read_text()
+    assert user_data.startswith("#cloud-config\n")
+    [login] = yaml.safe_load(user_data)["users"]
+    assert login["name"] == "debian"  # ssh_username of images/os/debian12.pkrvars.hcl
+    assert login["ssh_authorized_keys"] == [Path(f"{key_file}.pub").read_text().strip()]
+    assert login["lock_passwd"] is True
+    meta = yaml.safe_load((files / "meta-data").read_text())
+    assert meta["instance-id"].startswith("gwms-image-build-")
+
+
+def test_a_seed_without_xorriso_or_login_user_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "build-key.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG test\n")
+    if shutil.which("xorriso"):
+        with pytest.raises(SeedError, match="set ssh_username in the OS var file"):
+            seed.write(tmp_path / "seed.iso", user="", public_key_file=key)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(SeedError, match="apt install xorriso"):
+        seed.write(tmp_path / "seed.iso", user="debian", public_key_file=key)
 
 
 def test_a_failed_packer_build_records_nothing(
