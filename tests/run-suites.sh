@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Run the test suites side by side, because the two long ones mostly wait (on podman exec,
-# on an emulated VM) and the machine has 2 cores:
+# Run the test suites side by side, because the two long ones partly wait (on podman exec,
+# on an emulated VM) and one after the other they take about 29 min from nothing on 2 cores.
+# Side by side: about 19 min, each suite 2-3 times slower than alone (bench/RESULTS.md).
 #
-#   suite     pytest: unit, integration and e2e tests (all but the two below)   ~7 min
+#                                                                        alone, idle machine
+#   suite     pytest: unit, integration and e2e tests (all but the two below)    ~7 min
 #   molecule  every role's Molecule scenario (tests/molecule/run-all.sh), then
-#             site.yml in a container (pytest -m molecule)                      ~8 min
+#             site.yml in a container (pytest -m molecule)                       ~8 min
 #   image     the qemu image built by Packer under TCG with playbooks/image.yml,
-#             then booted twice (pytest -m image_build)                          ~15 min
+#             then booted twice (pytest -m image_build)          ~8 min, +5 the first time
 #
 # molecule and image start first, in the background, each logging to build/suites/<name>.log;
 # suite streams to the terminal. Then the background logs are printed whole and a table of
