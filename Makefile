@@ -63,7 +63,7 @@ molecule: host-deps venv ## Only every role's Molecule scenario and site.yml in 
 	VENV=$(VENV) PYTEST_ARGS='$(PYTEST_ARGS)' tests/run-suites.sh molecule
 
 .PHONY: image-test
-image-test: host-deps venv ## Only the qemu image build with Packer and its boots (root; ~15 min)
+image-test: host-deps venv ## Only the qemu image build with Packer and its boots (root; ~8 min, +5 the first time)
 	VENV=$(VENV) PYTEST_ARGS='$(PYTEST_ARGS)' tests/run-suites.sh image
 
 .PHONY: test-fast

@@ -283,9 +283,10 @@ def test_the_image_boots_runs_the_pilot_ships_logs_and_powers_off(
     built: Built, web: FactoryWeb, tmp_path: Path
 ) -> None:
     boot = _boot(built, web, userdata.encode(_document(web)), tmp_path, limit=600)
+    started = "never" if boot.pilot_started_after is None else f"{boot.pilot_started_after:.0f} s"
     print(
-        f"\nboot: power-off after {boot.seconds:.0f} s; pilot started after"
-        f" {boot.pilot_started_after} s"
+        f"\nboot (from qemu start): pilot started after {started},"
+        f" power-off after {boot.seconds:.0f} s"
     )
     assert boot.returncode == 0, boot.console[-3000:]
     assert ("GET", "/web/glidein_startup.sh") in web.requests
