@@ -12,8 +12,9 @@
 #
 # molecule and image start first, in the background, each logging to build/suites/<name>.log;
 # suite streams to the terminal. Then the background logs are printed whole and a table of
-# results closes the run. Exit status 0 only if every suite passed. Ctrl-C stops them all
-# (pytest and Molecule get SIGINT, so their fixtures remove containers and VMs).
+# results closes the run. Exit status 0 only if every suite passed. Ctrl-C or SIGTERM stops
+# them all: pytest gets SIGINT (its fixtures stop Packer and qemu, remove containers) and
+# run-all.sh destroys the Molecule instances it started; checked by hand on 2026-11-22.
 #
 #   tests/run-suites.sh                  # all three
 #   tests/run-suites.sh suite molecule   # some
@@ -48,16 +49,19 @@ run_suite() {
   return "$rc"
 }
 
+# `env --default-signal=INT`: a shell started in the background (a CI runner, `&`) passes
+# SIGINT on as ignored, and then neither pytest (fixture teardown: containers, VMs) nor
+# run-all.sh (molecule destroy) could react to the SIGINT that stops them below.
 run_suite_commands() {
   case "$1" in
-    suite) "$python" -m pytest "${pytest_args[@]}" ;;
+    suite) env --default-signal=INT "$python" -m pytest "${pytest_args[@]}" ;;
     molecule)
       tests/molecule/setup-host.sh &&
-        VENV="$venv" tests/molecule/run-all.sh &&
-        "$python" -m pytest -m molecule "${pytest_args[@]}"
+        VENV="$venv" env --default-signal=INT tests/molecule/run-all.sh &&
+        env --default-signal=INT "$python" -m pytest -m molecule "${pytest_args[@]}"
       ;;
     # -rP: the passed tests' output too, where the build and boot times are printed.
-    image) "$python" -m pytest -m image_build -rP "${pytest_args[@]}" ;;
+    image) env --default-signal=INT "$python" -m pytest -m image_build -rP "${pytest_args[@]}" ;;
   esac
 }
 
@@ -80,7 +84,8 @@ stop_background() {
   echo "run-suites: interrupted; stopping ${background[*]:-nothing}" >&2
   local name
   for name in "${background[@]}"; do kill -INT -- "-${pid[$name]}" 2>/dev/null; done
-  for _ in $(seq 60); do
+  # Give pytest's teardown and molecule destroy time; then stop what is left.
+  for _ in $(seq 120); do
     local alive=0
     for name in "${background[@]}"; do kill -0 "${pid[$name]}" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break

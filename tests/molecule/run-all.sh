@@ -70,6 +70,26 @@ run_scenario() {
   echo "$rc $((SECONDS - start))" >"$logs/$role.result"
 }
 
+# Interrupted (Ctrl-C, or SIGTERM from CI): stop the running scenarios, then destroy the
+# instances of every scenario started, so that no container is left behind.
+started=()
+declare -A scenario_pid
+stop_scenarios() {
+  trap - INT TERM
+  echo "run-all: interrupted; stopping ${started[*]:-nothing} and destroying their instances" >&2
+  local role
+  for role in "${started[@]}"; do kill -TERM -- "-${scenario_pid[$role]}" 2>/dev/null; done
+  wait
+  for role in "${started[@]}"; do
+    (cd "$repo/roles/$role" && molecule destroy) >>"$logs/$role.log" 2>&1 ||
+      echo "run-all: molecule destroy of $role failed; see build/molecule/$role.log" >&2
+  done
+  exit 130
+}
+trap stop_scenarios INT TERM
+# Each scenario in a process group of its own (job control), so that it can be stopped whole.
+set -m
+
 for role in "${roles[@]}"; do
   rm -f "$logs/$role.result"
   if [ ! -f "$repo/roles/$role/molecule/default/molecule.yml" ]; then
@@ -82,8 +102,12 @@ for role in "${roles[@]}"; do
   done
   echo "run-all: $role: molecule test (log: build/molecule/$role.log)"
   run_scenario "$role" &
+  scenario_pid[$role]=$!
+  started+=("$role")
 done
 wait
+set +m
+trap - INT TERM
 
 failed=()
 summary=()
