@@ -47,8 +47,6 @@ from tests.integration.test_local_provider import (
     TEST_PILOT,
     VmHost,
     alive,
-    pilot_user_for_vms,
-    vm_host,
     wait_for,
 )
 
@@ -86,18 +84,6 @@ def write_config(tmp: Path, base_dir: Path, *, collector: CollectorProcess | Non
         """)
     )
     return path
-
-
-@pytest.fixture(scope="session")
-def pilot_user() -> Iterator[str | None]:
-    with pilot_user_for_vms() as user:
-        yield user
-
-
-@pytest.fixture
-def host() -> Iterator[VmHost]:
-    with vm_host() as vms:
-        yield vms
 
 
 @pytest.fixture

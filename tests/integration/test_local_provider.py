@@ -128,18 +128,6 @@ def vm_host() -> Iterator[VmHost]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pilot_user() -> Iterator[str | None]:
-    with pilot_user_for_vms() as user:
-        yield user
-
-
-@pytest.fixture
-def host() -> Iterator[VmHost]:
-    with vm_host() as vms:
-        yield vms
-
-
 @pytest.fixture
 def web() -> Iterator[FactoryWeb]:
     with FactoryWeb(token=TOKEN, files={"glidein_startup.sh": TEST_PILOT}) as server:
